@@ -1,0 +1,51 @@
+"""The few domain errors syncd raises.
+
+Library errors (aiohttp, sqlite, pydantic) are re-raised as one of these ``from err`` at the edge
+where they happen, so callers handle one vocabulary. Messages name the service, the call and the
+reason, and never contain a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "PayloadError",
+    "SyncdError",
+    "UpstreamError",
+]
+
+
+class SyncdError(Exception):
+    """Base of every error syncd raises on purpose."""
+
+
+class ConfigError(SyncdError):
+    """The configuration cannot be used. ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}" if key else reason)
+
+
+class UpstreamError(SyncdError):
+    """A call to ClassCharts, epaas or Chengjiyun failed.
+
+    ``transient`` says whether trying again later may succeed (timeouts, 5xx, busy codes).
+    """
+
+    def __init__(self, service: str, call: str, reason: str, *, transient: bool = False) -> None:
+        self.service = service
+        self.call = call
+        self.reason = reason
+        self.transient = transient
+        super().__init__(f"{service} {call}: {reason}")
+
+
+class AuthError(UpstreamError):
+    """Login failed or the session was not accepted even after one fresh login."""
+
+
+class PayloadError(UpstreamError):
+    """The service answered, but not in the shape its documentation promises."""
