@@ -8,6 +8,7 @@ reason, and never contain a secret.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "AuthError",
     "ConfigError",
     "PayloadError",
@@ -49,3 +50,12 @@ class AuthError(UpstreamError):
 
 class PayloadError(UpstreamError):
     """The service answered, but not in the shape its documentation promises."""
+
+
+class ApiError(SyncdError):
+    """A pull-API request we refuse, answered as ``{"code": code, "msg": msg}`` (seed 003 codes)."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        self.code = code
+        self.msg = msg
+        super().__init__(f"{code} {msg}")
