@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from syncd.cron import CronError, trigger_from_crontab
 from syncd.exceptions import ConfigError
 from syncd.log import register_secret
 
@@ -138,6 +139,8 @@ class ChengjiyunConfig(_Section):
     batch_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base_s: float = Field(default=1.0, gt=0, le=3600)
+    retry_max_s: float = Field(default=60.0, gt=0, le=86400)
 
 
 class ServerConfig(_Section):
@@ -243,9 +246,10 @@ class PauseRange(_Section):
 
 
 def _crontab(value: str) -> str:
-    fields = value.split()
-    if len(fields) != 5:
-        raise ValueError(f'"{value}" is not a 5-field crontab string such as "*/30 * * * *"')
+    try:
+        trigger_from_crontab(value)
+    except CronError as err:
+        raise ValueError(f'{err}; write e.g. "*/30 * * * *"') from None
     return value
 
 
