@@ -1,0 +1,1 @@
+"""Async clients of the three upstream services: ClassCharts, epaas and Chengjiyun."""

@@ -1,0 +1,224 @@
+"""``syncd run``: the daemon. One event loop holds the scheduler (one job per source on its
+crontab), the outbound worker, the pull API server and the systemd watchdog.
+
+Failure handling follows Home Assistant's DataUpdateCoordinator: a source that fails is logged
+once when it starts failing and once when it recovers, not on every attempt. After
+``FAILING_AFTER`` consecutive failures it is polled with exponential back-off (at most once a
+day) instead of on every tick, so a revoked password does not hammer the service.
+
+Stopping (SIGTERM/SIGINT) is ours, not APScheduler's (its ``shutdown`` cancels running coroutine
+jobs whatever ``wait`` says): pause the scheduler, let running polls finish (bounded), let the
+worker finish its in-flight batch, then shut everything down. The outbox makes abandoning
+anything beyond that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd.config import Config, PauseRange
+from syncd.cron import interval_s, trigger_from_crontab
+from syncd.log import get_logger
+
+__all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "backoff_delay_s", "is_paused", "run"]
+
+log = get_logger(__name__)
+
+FAILING_AFTER = 3  # consecutive failed polls before a source counts as failing
+MAX_BACKOFF_S = 86_400.0  # a failing source is still tried at least once a day
+STOP_TIMEOUT_S = 30.0  # how long running polls may take to finish after SIGTERM
+
+
+def backoff_delay_s(consecutive_failures: int, schedule_interval_s: float) -> float:
+    """How long after its last attempt a source may be polled again; 0 = on its normal schedule.
+
+    Doubles with every failure past the threshold: 2, 4, 8 … schedule intervals, capped at a day.
+    """
+    if consecutive_failures < FAILING_AFTER:
+        return 0.0
+    return min(MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1))
+
+
+def is_paused(pauses: Sequence[PauseRange], today: dt.date) -> bool:
+    """Whether ``today`` falls in one of the configured ``[schedule] pause`` ranges (inclusive)."""
+    return any(pause.contains(today) for pause in pauses)
+
+
+def make_scheduler(config: Config, job: Any, *, first_run_now: bool = True) -> AsyncIOScheduler:
+    """One job per enabled source on its crontab; never overlapping itself, missed runs coalesced."""
+    scheduler = AsyncIOScheduler()
+    now = dt.datetime.now().astimezone()
+    for source in config.enabled_sources:
+        expr = getattr(config.schedule, source)
+        gap_s = interval_s(expr)
+        scheduler.add_job(
+            job,
+            trigger=trigger_from_crontab(expr, timezone=now.tzinfo),
+            args=[source],
+            id=source,
+            name=f"poll {source}",
+            max_instances=1,
+            coalesce=True,
+            # APScheduler's default of 1 s silently skips a run after any loop stall.
+            misfire_grace_time=max(1, int(gap_s)),
+            jitter=max(1, min(60, int(gap_s * 0.02))),
+            next_run_time=now if first_run_now else None,
+            replace_existing=True,
+        )
+    return scheduler
+
+
+class Daemon:
+    """The long-running service: built in :meth:`run`, stopped by :meth:`request_stop`."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._stop = asyncio.Event()
+        self._polls: set[asyncio.Task[Any]] = set()
+        self._failing: dict[str, bool] = {}
+        self._paused_logged = False
+        self.store: Store | None = None
+        self.worker: OutboxWorker | None = None
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop requested; finishing in-flight work")
+            self._stop.set()
+
+    async def run(self) -> None:
+        config = self.config
+        notifier = SystemdNotifier()
+        self.store = store = await Store.open(config.store.path)
+        client = ChengjiyunClient(
+            base_url=config.chengjiyun.base_url,
+            platform=config.chengjiyun.platform,
+            key=config.chengjiyun.key.reveal(),
+            org_id=config.chengjiyun.org_id,
+            timeout_s=config.chengjiyun.timeout_s,
+        )
+        self.worker = worker = make_worker(config, store, client)
+        runner = None
+        scheduler = None
+        background: list[asyncio.Task[Any]] = []
+        try:
+            runner = await start_server(config, store)
+            scheduler = make_scheduler(config, self._poll)
+            scheduler.start()
+            background = [
+                asyncio.create_task(self._drain_loop(worker), name="outbox"),
+                asyncio.create_task(watchdog_loop(notifier, self._stop), name="watchdog"),
+            ]
+            notifier.ready()
+            notifier.status(f"syncing {', '.join(config.enabled_sources) or 'no sources'}")
+            log.info(
+                "syncd started",
+                sources=config.enabled_sources,
+                listen=config.server.listen,
+                database=str(config.store.path),
+            )
+            await self._stop.wait()
+            notifier.stopping()
+            scheduler.pause()
+            await self._wait_for_polls()
+            worker.wake()
+            await asyncio.wait(background, timeout=STOP_TIMEOUT_S)
+        finally:
+            for task in background:
+                task.cancel()
+            if scheduler is not None and scheduler.running:
+                scheduler.shutdown(wait=False)
+            if runner is not None:
+                await runner.cleanup()
+            await client.close()
+            await store.close()
+            log.info("syncd stopped")
+
+    async def _wait_for_polls(self) -> None:
+        if self._polls:
+            log.info("waiting for running polls", count=len(self._polls))
+            _, pending = await asyncio.wait(self._polls, timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                # The outbox makes this safe: an unfinished cycle has enqueued nothing.
+                log.warning("poll did not finish in time; abandoning it", task=task.get_name())
+                task.cancel()
+
+    def _paused_today(self) -> bool:
+        paused = is_paused(self.config.schedule.pause, dt.date.today())
+        if paused != self._paused_logged:
+            log.info("pause range begins; no polling or pushing" if paused else "pause range over; syncing again")
+            self._paused_logged = paused
+        return paused
+
+    async def _drain_loop(self, worker: OutboxWorker) -> None:
+        """The worker drains whenever woken, except inside a ``[schedule] pause`` range."""
+        while not self._stop.is_set():
+            if self._paused_today():
+                await _wait_or_timeout(self._stop, 3600.0)
+                continue
+            await worker.run_until_idle_or(self._stop, timeout_s=3600.0)
+
+    async def _poll(self, source: str) -> None:
+        """One scheduled poll of ``source``, skipped while paused or backing off."""
+        if self._stop.is_set() or self._paused_today():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._polls.add(task)
+        try:
+            await self._poll_unless_backing_off(source)
+        finally:
+            self._polls.discard(task)
+
+    async def _poll_unless_backing_off(self, source: str) -> None:
+        assert self.store is not None and self.worker is not None
+        state = (await self.store.source_states()).get(source, {})
+        failures = int(state.get("consecutive_failures") or 0)
+        last_attempt = float(state.get("last_attempt_at") or 0.0)
+        delay = backoff_delay_s(failures, interval_s(getattr(self.config.schedule, source)))
+        if delay and self._clock() < last_attempt + delay:
+            log.debug("source is failing; backing off", source=source, next_attempt_in_s=round(last_attempt + delay - self._clock()))
+            return
+        report = await run_cycle(self.config, self.store, [source], command="run")
+        self.worker.wake()
+        state = (await self.store.source_states()).get(source, {})
+        failing = state.get("state") == "failing"
+        if failing and not self._failing.get(source, False):
+            log.error(
+                "source is failing; polling it with back-off until it recovers",
+                source=source,
+                consecutive_failures=state.get("consecutive_failures"),
+                error=state.get("last_error"),
+            )
+        elif not failing and self._failing.get(source, False):
+            log.info("source recovered", source=source)
+        self._failing[source] = failing
+        log.debug("poll finished", source=source, report=str(report))
+
+
+async def _wait_or_timeout(event: asyncio.Event, timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout=timeout_s)
+    except TimeoutError:
+        pass
+
+
+async def run(config: Config, args: Any, out: TextIO) -> int:
+    """``syncd run``: until SIGTERM/SIGINT; exit 0 on a clean stop."""
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.request_stop)
+    try:
+        await daemon.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return 0
