@@ -10,19 +10,43 @@ created 0600 and never holds a secret.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from syncd.diff import AckedUser, SourceDiff
 from syncd.exceptions import SyncdError
+from syncd.model import ClassStatus, User
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store", "StoreError"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store", "StoreError", "class_status_digest"]
+
+NOTIFIED_DIGEST_KEY = "class_status_notified"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def class_status_digest(hashes: Any) -> str:
+    """One fingerprint of every class status, to tell whether Chengjiyun has seen this set."""
+    text = ",".join(f"{key}={value}" for key, value in sorted(hashes))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+FAILING_AFTER = 3  # consecutive failed polls before a source is marked failing
+
+
+def _op_hash(kind: str, record_id: str, user: User | None) -> str:
+    """What makes two operations the same, for dead-letter de-duplication."""
+    return user.content_hash() if user is not None else f"{kind}:{record_id}"
 
 
 class StoreError(SyncdError):
@@ -308,3 +332,150 @@ class Store:
     async def get_meta(self, key: str) -> str | None:
         row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else str(row["value"])
+
+    # --- the sync engine's writes -----------------------------------------------------------
+
+    async def acknowledged(self, source: str) -> dict[str, AckedUser]:
+        rows = await self.fetchall("SELECT record, missing_cycles FROM users WHERE source = ?", (source,))
+        acked = {}
+        for row in rows:
+            user = User.from_json(json.loads(row["record"]))
+            acked[user.id] = AckedUser(user, row["missing_cycles"])
+        return acked
+
+    async def approved_ids(self, source: str) -> frozenset[str]:
+        rows = await self.fetchall("SELECT id FROM held_deletions WHERE source = ? AND approved = 1", (source,))
+        return frozenset(row["id"] for row in rows)
+
+    async def stored_class_statuses(self) -> dict[str, ClassStatus]:
+        rows = await self.fetchall("SELECT record FROM class_statuses")
+        statuses = (ClassStatus.from_json(json.loads(row["record"])) for row in rows)
+        return {status.key: status for status in statuses}
+
+    async def class_status_digest(self) -> str:
+        return class_status_digest(tuple(row) for row in await self.fetchall("SELECT key, hash FROM class_statuses"))
+
+    async def begin_cycle(self, command: str) -> int:
+        async with self.write() as db:
+            cursor = await db.execute(
+                "INSERT INTO cycles (command, started_at) VALUES (?, ?)", (command, time.time())
+            )
+            return int(cursor.lastrowid or 0)
+
+    async def finish_cycle(self, cycle_id: int, *, outcome: str, sources: dict[str, Any], counts: dict[str, Any]) -> None:
+        async with self.write() as db:
+            await db.execute(
+                "UPDATE cycles SET finished_at = ?, outcome = ?, sources = ?, counts = ? WHERE id = ?",
+                (time.time(), outcome, _dumps(sources), _dumps(counts), cycle_id),
+            )
+
+    async def record_poll(self, source: str, *, ok: bool, error: str | None, now: float | None = None) -> None:
+        """Keep the per-source health: consecutive failures, failing after 3, last success."""
+        now = time.time() if now is None else now
+        async with self.write() as db:
+            if ok:
+                await db.execute(
+                    """INSERT INTO source_state (source, state, consecutive_failures, last_attempt_at, last_success_at)
+                       VALUES (?, 'ok', 0, ?, ?)
+                       ON CONFLICT(source) DO UPDATE SET state = 'ok', consecutive_failures = 0,
+                           last_attempt_at = excluded.last_attempt_at, last_success_at = excluded.last_success_at,
+                           last_error = NULL""",
+                    (source, now, now),
+                )
+            else:
+                await db.execute(
+                    """INSERT INTO source_state (source, state, consecutive_failures, last_attempt_at, last_error)
+                       VALUES (?, 'ok', 1, ?, ?)
+                       ON CONFLICT(source) DO UPDATE SET consecutive_failures = consecutive_failures + 1,
+                           last_attempt_at = excluded.last_attempt_at, last_error = excluded.last_error""",
+                    (source, now, error),
+                )
+                await db.execute(
+                    "UPDATE source_state SET state = 'failing' WHERE source = ? AND consecutive_failures >= ?",
+                    (source, FAILING_AFTER),
+                )
+
+    async def apply_diff(self, diff: SourceDiff, desired: Mapping[str, User]) -> dict[str, int]:
+        """Write the new desired state and the operations it implies in ONE transaction.
+
+        Pending operations of this source are replaced: the diff is always against the
+        acknowledged snapshot, so the newest one says everything that is still to be sent, and a
+        re-run enqueues nothing twice. An operation identical to a dead letter is not enqueued
+        again until ``retry-dead`` or until the record changes. Returns counts of what was queued.
+        """
+        now = time.time()
+        source = diff.source
+        queued = {"addUser": 0, "updateUser": 0, "deleteUser": 0, "classStatus": 0}
+        async with self.write() as db:
+            await db.execute("DELETE FROM desired_users WHERE source = ?", (source,))
+            await db.executemany(
+                "INSERT INTO desired_users (id, source, record, hash) VALUES (?, ?, ?, ?)",
+                [(u.id, source, _dumps(u.to_json()), u.content_hash()) for u in desired.values()],
+            )
+            await db.execute("UPDATE users SET missing_cycles = 0 WHERE source = ? AND missing_cycles != 0", (source,))
+            await db.executemany(
+                "UPDATE users SET missing_cycles = ? WHERE id = ?", [(n, uid) for uid, n in diff.missing.items()]
+            )
+            await db.executemany(
+                "UPDATE users SET record = ?, hash = ? WHERE id = ?",
+                [(_dumps(u.user.to_json()), u.user.content_hash(), u.user.id) for u in diff.updates if not u.sends],
+            )
+            held_now = {user.id for user, _ in diff.held}
+            held_before = await db.execute_fetchall("SELECT id FROM held_deletions WHERE source = ?", (source,))
+            await db.executemany(
+                "DELETE FROM held_deletions WHERE id = ?", [(row[0],) for row in held_before if row[0] not in held_now]
+            )
+            await db.executemany(
+                """INSERT INTO held_deletions (id, source, name, reason, held_at) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(id) DO UPDATE SET reason = excluded.reason""",
+                [(user.id, source, user.name, reason, now) for user, reason in diff.held],
+            )
+            if diff.class_statuses is not None:
+                await db.execute("DELETE FROM class_statuses")
+                await db.executemany(
+                    "INSERT INTO class_statuses (key, record, hash, updated_at) VALUES (?, ?, ?, ?)",
+                    [(s.key, _dumps(s.to_json()), s.content_hash(), now) for s in diff.class_statuses.values()],
+                )
+
+            operations = [
+                *(("addUser", u.id, u.pushed(), u) for u in diff.adds),
+                *(("updateUser", u.user.id, u.changes, u.user) for u in diff.updates if u.sends),
+                *(("deleteUser", u.id, u.id, None) for u in diff.deletes),
+            ]
+            await db.execute("DELETE FROM outbox WHERE source = ? AND kind != 'classStatus'", (source,))
+            dead_rows = await db.execute_fetchall(
+                "SELECT seq, kind, record_id, hash FROM dead_letters WHERE source = ?", (source,)
+            )
+            wanted = {(kind, record_id, _op_hash(kind, record_id, user)) for kind, record_id, _, user in operations}
+            # A dead letter stays only while the very same operation is still wanted; one whose
+            # record changed or no longer needs sending is gone (the log keeps its story).
+            await db.executemany(
+                "DELETE FROM dead_letters WHERE seq = ?",
+                [(row[0],) for row in dead_rows if (row[1], row[2], row[3]) not in wanted],
+            )
+            dead = {(row[1], row[2], row[3]) for row in dead_rows}
+            rows = []
+            for kind, record_id, payload, user in operations:
+                op_hash = _op_hash(kind, record_id, user)
+                if (kind, record_id, op_hash) in dead:
+                    continue
+                record = _dumps(user.to_json()) if user is not None else None
+                rows.append((kind, record_id, _dumps(payload), record, op_hash, source, now))
+                queued[kind] += 1
+            await db.executemany(
+                """INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                rows,
+            )
+            digest_rows = await db.execute_fetchall("SELECT key, hash FROM class_statuses")
+            digest = class_status_digest(tuple(row) for row in digest_rows)
+            notified = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (NOTIFIED_DIGEST_KEY,))
+            notified_digest = notified[0][0] if notified else class_status_digest(())
+            if diff.class_status_changed or digest != notified_digest:
+                cursor = await db.execute(
+                    """INSERT OR IGNORE INTO outbox (kind, record_id, payload, source, created_at)
+                       VALUES ('classStatus', NULL, 'null', ?, ?)""",
+                    (source, now),
+                )
+                queued["classStatus"] = cursor.rowcount or 0
+        return queued
