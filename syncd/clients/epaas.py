@@ -1,0 +1,364 @@
+"""epaas education open platform client (seed 002): classes, teachers, who teaches what.
+
+Token flow (DESIGN): suite_access_token → corp access_token, cached until shortly before
+``expires_in``; an invalid/expired-token errcode refreshes once and retries once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from syncd.clients._http import request_json
+from syncd.exceptions import PayloadError, UpstreamError
+from syncd.http import make_session
+from syncd.log import get_logger, register_secret
+
+__all__ = [
+    "TOKEN_ERRCODES",
+    "ClassInfo",
+    "ClassTeacher",
+    "EpaasClass",
+    "EpaasClient",
+    "EpaasSchool",
+    "ItemResult",
+    "TeacherAssignment",
+    "TeacherClass",
+    "UserClass",
+    "fetch_school",
+]
+
+SERVICE = "epaas"
+TOKEN_ERRCODES = frozenset({40001, 40014, 42001})  # invalid credential / token, token expired
+TOKEN_MARGIN_S = 300.0  # refresh this long before the token expires
+ADMINISTRATIVE_CLASS = 1
+
+log = get_logger(__name__)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class UserClass(_Record):
+    id: int
+    class_name: str
+    type: int
+
+
+class ClassInfo(_Record):
+    id: int
+    class_name: str
+    parentid: int | None = None
+    level: int | None = None
+
+
+def _first_if_list(value: Any) -> Any:
+    # Seed 002 documents grade_name as "string list" but shows a string; accept both.
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class _DepartmentInfo(_Record):
+    id: int
+    class_name: str
+    full_id_path: str | None = None
+    full_path: str | None = None
+    grade_id: int | None = None
+    grade_name: str | None = None
+    standard_grade: int | str | None = None
+    academic_dpt_id: int | None = None
+    academic_dpt_name: str | None = None
+    org_attribute: int | None = None
+    org_attribute_name: str | None = None
+    campus_id: int | None = None
+    campus_name: str | None = None
+
+    _grade_name = field_validator("grade_name", mode="before")(_first_if_list)
+
+
+class TeacherClass(_DepartmentInfo):
+    userid: str
+    name: str
+    type: int
+    subject: list[str] = Field(default_factory=list)
+
+
+class StudentClass(_DepartmentInfo):
+    department_type: int | None = None
+
+
+class ClassTeacherRecord(_Record):
+    id: int | None = None
+    userid: str
+    name: str
+    type: int
+    subject: list[str] = Field(default_factory=list)
+
+
+class ItemResult(_Record):
+    errcode: int
+    errmsg: str
+    userid: str
+
+    @property
+    def ok(self) -> bool:
+        return self.errcode == 0
+
+
+@dataclass(frozen=True)
+class TeacherAssignment:
+    userid: str
+    type: int
+    subject: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassTeacher:
+    userid: str
+    name: str
+    type: int
+    subject: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EpaasClass:
+    id: int
+    class_name: str
+    grade_name: str | None
+    org_attribute_name: str | None
+    teachers: tuple[ClassTeacher, ...]
+
+
+@dataclass(frozen=True)
+class EpaasSchool:
+    classes: tuple[EpaasClass, ...]
+    complete: bool
+    warnings: tuple[str, ...]
+
+
+def _parse_list(call: str, items: Any, model: type[_Record], warnings: list[str]) -> list[Any]:
+    """Validate each record; a malformed one is skipped with a warning naming it."""
+    if not isinstance(items, list):
+        raise PayloadError(SERVICE, call, f"expected a list, got {type(items).__name__}")
+    parsed = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(model.model_validate(item))
+        except ValidationError as err:
+            first = err.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "record"
+            ident = item.get("id", item.get("userid", f"#{index}")) if isinstance(item, dict) else f"#{index}"
+            warnings.append(f"epaas {call}: record {ident} skipped: {where}: {first['msg']}")
+    return parsed
+
+
+class EpaasClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        suite_id: str,
+        suite_secret: str,
+        suite_ticket: str,
+        auth_corpid: str,
+        permanent_code: str,
+        page_size: int = 100,
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._suite = {"suite_id": suite_id, "suite_secret": suite_secret, "suite_ticket": suite_ticket}
+        self._corp = {"auth_corpid": auth_corpid, "permanent_code": permanent_code}
+        for secret in (suite_secret, suite_ticket, permanent_code):
+            register_secret(secret)
+        self.page_size = page_size
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._token_lock = asyncio.Lock()
+        self.warnings: list[str] = []
+
+    async def __aenter__(self) -> EpaasClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = make_session(timeout_s=self._timeout_s)
+        return self._session
+
+    async def _call_raw(self, call: str, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+        status, data, _ = await request_json(
+            self._http(), SERVICE, call, method, f"{self._base_url}/{path}", params=params, json=body
+        )
+        if data is None:
+            raise UpstreamError(SERVICE, call, f"unexpected redirect (HTTP {status})")
+        if not isinstance(data, dict) or "errcode" not in data:
+            raise PayloadError(SERVICE, call, "answer has no errcode")
+        return data
+
+    async def _access_token(self, *, refresh: bool = False) -> str:
+        async with self._token_lock:
+            if not refresh and self._token and self._clock() < self._token_expires_at:
+                return self._token
+            suite = await self._call_raw("get_suite_token", "POST", "service/get_suite_token", body=self._suite)
+            self._check(suite, "get_suite_token")
+            suite_token = suite.get("suite_access_token")
+            if not isinstance(suite_token, str) or not suite_token:
+                raise PayloadError(SERVICE, "get_suite_token", "answer has no suite_access_token")
+            register_secret(suite_token)
+            corp = await self._call_raw(
+                "get_corp_token", "POST", "service/get_corp_token", params={"suite_access_token": suite_token}, body=self._corp
+            )
+            self._check(corp, "get_corp_token")
+            token, expires_in = corp.get("access_token"), corp.get("expires_in", 7200)
+            if not isinstance(token, str) or not token or not isinstance(expires_in, int):
+                raise PayloadError(SERVICE, "get_corp_token", "answer has no access_token/expires_in")
+            register_secret(token)
+            self._token = token
+            self._token_expires_at = self._clock() + max(0.0, expires_in - TOKEN_MARGIN_S)
+            return token
+
+    @staticmethod
+    def _check(data: dict[str, Any], call: str) -> None:
+        if data.get("errcode") != 0:
+            raise UpstreamError(SERVICE, call, f"errcode {data.get('errcode')}: {data.get('errmsg', '')}")
+
+    async def _call(self, call: str, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+        """An API call with the corp token; one refresh-and-retry on a token errcode."""
+        for attempt in (1, 2):
+            token = await self._access_token(refresh=attempt == 2)
+            data = await self._call_raw(call, method, path, params={**(params or {}), "access_token": token}, body=body)
+            if data.get("errcode") in TOKEN_ERRCODES and attempt == 1:
+                log.info("epaas token rejected; fetching a new one", call=call, errcode=data.get("errcode"))
+                continue
+            self._check(data, call)
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- the seven calls of seed 002 -----------------------------------------------------------
+
+    async def get_user_classes(self, student_userid: str, teacher_userid: str) -> list[UserClass]:
+        data = await self._call(
+            "user/class/get", "GET", "user/class/get",
+            params={"student_userid": student_userid, "teacher_userid": teacher_userid},
+        )
+        return _parse_list("user/class/get", data.get("departments", []), UserClass, self.warnings)
+
+    async def list_classes(self, department_type: int = 0) -> list[ClassInfo]:
+        """Every class of the type, paging with page_index from 1 until ``total`` is reached."""
+        classes: list[ClassInfo] = []
+        seen = 0
+        page = 1
+        while True:
+            data = await self._call(
+                "class/list", "GET", "class/list",
+                params={"department_type": department_type, "page_index": page, "page_size": self.page_size},
+            )
+            items = data.get("departments", [])
+            total = data.get("total")
+            if not isinstance(total, int):
+                raise PayloadError(SERVICE, "class/list", "answer has no integer total")
+            seen += len(items) if isinstance(items, list) else 0
+            classes.extend(_parse_list("class/list", items, ClassInfo, self.warnings))
+            if seen >= total:
+                return classes
+            if not items:
+                # The pages ran out before `total`: say so rather than loop forever.
+                self.warnings.append(f"epaas class/list: total says {total} but the pages ended after {seen}")
+                return classes
+            page += 1
+
+    async def list_teacher_classes(
+        self, teacher_userid: str, *, department_type: int = 0, full_path: bool = True, department_info: bool = True
+    ) -> list[TeacherClass]:
+        data = await self._call(
+            "teacher/class/list", "GET", "teacher/class/list",
+            params={
+                "teacher_userid": teacher_userid, "department_type": department_type,
+                "full_path": int(full_path), "department_info": int(department_info),
+            },
+        )
+        return _parse_list("teacher/class/list", data.get("departments", []), TeacherClass, self.warnings)
+
+    async def list_class_teachers(self, department_id: int) -> list[ClassTeacherRecord]:
+        data = await self._call("class/teacher/list", "GET", "class/teacher/list", params={"department_id": department_id})
+        return _parse_list("class/teacher/list", data.get("departments", []), ClassTeacherRecord, self.warnings)
+
+    async def list_student_classes(
+        self, userid: str, *, department_type: int = 0, full_path: bool = True, department_info: bool = True
+    ) -> list[StudentClass]:
+        data = await self._call(
+            "student/class/list", "GET", "student/class/list",
+            params={"userid": userid, "department_type": department_type,
+                    "full_path": int(full_path), "department_info": int(department_info)},
+        )
+        return _parse_list("student/class/list", data.get("departments", []), StudentClass, self.warnings)
+
+    async def _batch(self, call: str, department_id: int, teachers: Sequence[dict[str, Any]]) -> list[ItemResult]:
+        data = await self._call(call, "POST", call, body={"department_id": department_id, "teachers": list(teachers)})
+        return _parse_list(call, data.get("result_list", []), ItemResult, self.warnings)
+
+    async def batch_add_class_teachers(self, department_id: int, teachers: Sequence[TeacherAssignment]) -> list[ItemResult]:
+        return await self._batch(
+            "class/teacher/batch_add", department_id,
+            [{"userid": t.userid, "type": t.type, "subject": list(t.subject)} for t in teachers],
+        )
+
+    async def batch_delete_class_teachers(self, department_id: int, teachers: Sequence[TeacherAssignment]) -> list[ItemResult]:
+        return await self._batch(
+            "class/teacher/batch_delete", department_id, [{"userid": t.userid, "type": t.type} for t in teachers]
+        )
+
+
+async def fetch_school(client: EpaasClient) -> EpaasSchool:
+    """Every administrative class with its teachers and its grade/stage.
+
+    class/list has no grade information, so it comes from teacher/class/list (with
+    department_info) of some teacher of each class; each teacher is asked at most once.
+    """
+    client.warnings.clear()
+    classes = await client.list_classes(ADMINISTRATIVE_CLASS)
+    teacher_lists = await asyncio.gather(*(client.list_class_teachers(c.id) for c in classes))
+    info: dict[int, TeacherClass] = {}
+    asked: set[str] = set()
+    for klass, teachers in zip(classes, teacher_lists, strict=True):
+        for teacher in teachers:
+            if klass.id in info:
+                break
+            if teacher.userid in asked:
+                continue
+            asked.add(teacher.userid)
+            for entry in await client.list_teacher_classes(teacher.userid, department_type=ADMINISTRATIVE_CLASS):
+                info.setdefault(entry.id, entry)
+    result = []
+    for klass, teachers in zip(classes, teacher_lists, strict=True):
+        details = info.get(klass.id)
+        result.append(
+            EpaasClass(
+                id=klass.id,
+                class_name=klass.class_name,
+                grade_name=details.grade_name if details else None,
+                org_attribute_name=details.org_attribute_name if details else None,
+                teachers=tuple(ClassTeacher(t.userid, t.name, t.type, tuple(t.subject)) for t in teachers),
+            )
+        )
+    warnings = tuple(client.warnings)
+    return EpaasSchool(classes=tuple(result), complete=not warnings, warnings=warnings)
