@@ -1,0 +1,391 @@
+"""ClassCharts client (seed 000: the unofficial classcharts-api library's protocol, in Python).
+
+Login is a form POST answered by a 302 that sets the session cookies; every API call then sends
+those cookies back plus ``Authorization: Basic <session_id>``. Redirects are never followed on
+API calls: since April 2026 a call ClassCharts does not accept is bounced into an endless TES
+single-sign-on loop, so a redirect means "session refused" — log in again once, then give up
+with a clear AuthError. The session is renewed by ping when it is older than 3 minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+from urllib.parse import unquote
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from syncd.clients._http import request_json
+from syncd.exceptions import AuthError, PayloadError, UpstreamError
+from syncd.http import make_session
+from syncd.log import get_logger, register_secret
+
+__all__ = [
+    "SESSION_RENEW_S",
+    "ClassChartsClient",
+    "ParentClient",
+    "ParentUser",
+    "Pupil",
+    "StudentClient",
+    "StudentUser",
+]
+
+SERVICE = "classcharts"
+SESSION_RENEW_S = 180.0  # the library re-pings after 3 minutes
+_NO_TOKEN = "no-token-available"
+
+log = get_logger(__name__)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Pupil(_Model):
+    id: int
+    name: str
+    first_name: str | None = None
+    last_name: str | None = None
+    school_name: str | None = None
+
+
+class ParentUser(_Model):
+    id: int
+    name: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    pupils: list[Pupil] = []
+
+
+class StudentUser(_Model):
+    id: int
+    name: str
+    first_name: str | None = None
+    last_name: str | None = None
+    school_name: str | None = None
+
+
+def _check_date(option: str, value: str | None, fmt: str = "%Y-%m-%d") -> None:
+    if value is None:
+        return
+    try:
+        dt.datetime.strptime(value, fmt)
+    except (TypeError, ValueError):
+        shown = "YYYY-MM-DD" if fmt == "%Y-%m-%d" else "DD/MM/YYYY"
+        raise ValueError(f"{option} must be a date written {shown}, got {value!r}") from None
+
+
+def _validate(call: str, model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "data"
+        raise PayloadError(SERVICE, call, f"{where}: {first['msg']}") from None
+
+
+class ClassChartsClient:
+    """What parent and student clients share: session handling and the per-pupil calls."""
+
+    kind: ClassVar[Literal["parent", "student"]]
+    user_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, *, base_url: str, timeout_s: float, clock: Callable[[], float]) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._session_id: str | None = None
+        self._session_at = 0.0
+        self._lock = asyncio.Lock()
+        self.user: Any = None
+        self.pupil_id: int | None = None
+
+    @property
+    def _api(self) -> str:
+        return f"{self._base_url}/apiv2{self.kind}"
+
+    async def __aenter__(self) -> ClassChartsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _login_form(self) -> dict[str, str]:
+        return {}
+
+    async def login(self) -> None:
+        """Log in, then ping for the user record and a fresh session id (one retry if refused)."""
+        async with self._lock:
+            for attempt in (1, 2):
+                try:
+                    await self._login()
+                    return
+                except _SessionRefused:
+                    if attempt == 2:
+                        raise AuthError(SERVICE, "login", "logged in, but ClassCharts refused the new session") from None
+
+    async def _login(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        # Cookies are per account; unsafe=True keeps those set by an IP-address host (tests).
+        self._session = make_session(timeout_s=self._timeout_s, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        status, _, response = await self._post_login()
+        cookie = response.cookies.get(f"{self.kind}_session_credentials")
+        if status != 302 or cookie is None:
+            raise AuthError(SERVICE, "login", f"{self.kind} login was refused (wrong credentials?)")
+        try:
+            session_id = json.loads(unquote(cookie.value))["session_id"]
+        except (ValueError, KeyError, TypeError):
+            raise PayloadError(SERVICE, "login", "session cookie does not hold a session_id") from None
+        if not isinstance(session_id, str) or not session_id:
+            raise PayloadError(SERVICE, "login", "session cookie holds an empty session_id")
+        register_secret(session_id)
+        self._session_id = session_id
+        self._session_at = self._clock()
+        await self._ping()
+
+    async def _post_login(self) -> tuple[int, Any, aiohttp.ClientResponse]:
+        assert self._session is not None
+        url = f"{self._base_url}/{self.kind}/login"
+        try:
+            async with self._session.post(url, data=self._login_form(), allow_redirects=False) as response:
+                await response.read()
+        except TimeoutError:
+            raise UpstreamError(SERVICE, "login", "no answer in time (timeout)", transient=True) from None
+        except aiohttp.ClientError as err:
+            raise UpstreamError(SERVICE, "login", f"connection failed ({type(err).__name__})", transient=True) from None
+        if response.status >= 500:
+            raise UpstreamError(SERVICE, "login", f"HTTP {response.status}", transient=True)
+        return response.status, None, response
+
+    async def _ping(self) -> None:
+        data, meta = await self._request_once("ping", "POST", "ping", data={"include_data": "true"})
+        if not isinstance(data, dict) or "user" not in data:
+            raise PayloadError(SERVICE, "ping", "answer has no data.user")
+        self.user = _validate("ping", self.user_model, data["user"])
+        fresh = meta.get("session_id") if isinstance(meta, dict) else None
+        if isinstance(fresh, str) and fresh:
+            register_secret(fresh)
+            self._session_id = fresh
+        self._session_at = self._clock()
+        if self.pupil_id is None:
+            self.pupil_id = self._default_pupil_id()
+
+    def _default_pupil_id(self) -> int | None:
+        return None
+
+    async def _request_once(self, call: str, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+        """One API call with the current session; raises _SessionRefused on redirect/expiry."""
+        if self._session is None or self._session_id is None:
+            raise _SessionRefused
+        status, body, _ = await request_json(
+            self._session, SERVICE, call, method, f"{self._api}/{path}",
+            headers={"Authorization": f"Basic {self._session_id}"}, **kwargs,
+        )
+        if body is None:  # a redirect: the TES single-sign-on loop, i.e. session not accepted
+            raise _SessionRefused
+        if not isinstance(body, dict) or "success" not in body:
+            raise PayloadError(SERVICE, call, "answer is not a ClassCharts envelope {success, data, meta}")
+        if body.get("success") != 1:
+            if body.get("expired") in (1, "1", True):
+                raise _SessionRefused
+            raise UpstreamError(SERVICE, call, f"ClassCharts says: {body.get('error') or 'request failed'}")
+        return body.get("data"), body.get("meta", {})
+
+    async def _call(self, call: str, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+        """An API call that renews an old session by ping, and logs in again once if refused."""
+        for attempt in (1, 2):
+            try:
+                async with self._lock:
+                    if attempt == 2 or self._session_id is None:
+                        await self._login()
+                    elif self._clock() - self._session_at >= SESSION_RENEW_S:
+                        await self._ping()
+                return await self._request_once(call, method, path, **kwargs)
+            except _SessionRefused:
+                if attempt == 2:
+                    raise AuthError(
+                        SERVICE, call, "session refused again right after a fresh login "
+                        "(ClassCharts redirected the call or said the session expired)",
+                    ) from None
+                log.info("classcharts session not accepted; logging in again", kind=self.kind, call=call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pupil(self) -> int:
+        if self.pupil_id is None:
+            raise ValueError("no pupil selected: log in first (a parent account with no pupils has none)")
+        return self.pupil_id
+
+    async def _data(self, call: str, path: str, params: dict[str, str] | None = None) -> Any:
+        data, _ = await self._call(call, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
+        return data
+
+    # --- shared methods (seed 000) -------------------------------------------------------------
+
+    async def get_student_info(self) -> Any:
+        data, _ = await self._call("getStudentInfo", "POST", "ping", data={"include_data": "true"})
+        if not isinstance(data, dict) or "user" not in data:
+            raise PayloadError(SERVICE, "getStudentInfo", "answer has no data.user")
+        return data["user"]
+
+    async def get_activity(self, *, from_: str | None = None, to: str | None = None, last_id: int | None = None) -> list[Any]:
+        _check_date("from", from_)
+        _check_date("to", to)
+        params = {"from": from_, "to": to, "last_id": str(last_id) if last_id is not None else None}
+        data = await self._data("getActivity", f"activity/{self._pupil()}", params)
+        if not isinstance(data, list):
+            raise PayloadError(SERVICE, "getActivity", "data is not a list")
+        return data
+
+    async def get_full_activity(self, *, from_: str, to: str, max_pages: int = 1000) -> list[Any]:
+        """Every activity point between the dates: pages by ``last_id`` until a page is empty."""
+        points: list[Any] = []
+        last_id: int | None = None
+        for _ in range(max_pages):
+            page = await self.get_activity(from_=from_, to=to, last_id=last_id)
+            if not page:
+                return points
+            points.extend(page)
+            tail = page[-1]
+            if not isinstance(tail, dict) or not isinstance(tail.get("id"), int):
+                raise PayloadError(SERVICE, "getFullActivity", "an activity point has no integer id to page from")
+            if tail["id"] == last_id:
+                raise PayloadError(SERVICE, "getFullActivity", "the same page came back twice")
+            last_id = tail["id"]
+        raise PayloadError(SERVICE, "getFullActivity", f"more than {max_pages} pages; giving up")
+
+    async def get_behaviour(self, *, from_: str | None = None, to: str | None = None) -> Any:
+        _check_date("from", from_)
+        _check_date("to", to)
+        return await self._data("getBehaviour", f"behaviour/{self._pupil()}", {"from": from_, "to": to})
+
+    async def get_homeworks(
+        self, *, from_: str | None = None, to: str | None = None,
+        display_date: Literal["due_date", "issue_date"] | None = None,
+    ) -> Any:
+        _check_date("from", from_)
+        _check_date("to", to)
+        if display_date not in (None, "due_date", "issue_date"):
+            raise ValueError(f"display_date must be 'due_date' or 'issue_date', got {display_date!r}")
+        params = {"from": from_, "to": to, "display_date": display_date}
+        return await self._data("getHomeworks", f"homeworks/{self._pupil()}", params)
+
+    async def get_lessons(self, *, date: str) -> Any:
+        _check_date("date", date)
+        return await self._data("getLessons", f"timetable/{self._pupil()}", {"date": date})
+
+    async def get_badges(self) -> Any:
+        return await self._data("getBadges", f"eventbadges/{self._pupil()}")
+
+    async def get_announcements(self) -> Any:
+        return await self._data("getAnnouncements", f"announcements/{self._pupil()}")
+
+    async def get_detentions(self) -> Any:
+        return await self._data("getDetentions", f"detentions/{self._pupil()}")
+
+    async def get_attendance(self, *, from_: str, to: str) -> Any:
+        _check_date("from", from_)
+        _check_date("to", to)
+        return await self._data("getAttendance", f"attendance/{self._pupil()}", {"from": from_, "to": to})
+
+    async def get_pupil_fields(self) -> Any:
+        return await self._data("getPupilFields", f"customfields/{self._pupil()}")
+
+    async def get_classes(self) -> Any:
+        return await self._data("getClasses", f"classes/{self._pupil()}")
+
+
+class _SessionRefused(Exception):
+    """Internal: ClassCharts redirected the call or said the session expired."""
+
+
+class ParentClient(ClassChartsClient):
+    kind = "parent"
+    user_model = ParentUser
+
+    def __init__(
+        self, email: str, password: str, *, base_url: str = "https://www.classcharts.com",
+        timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
+        register_secret(password)
+        self._email = email
+        self._password = password
+
+    def _login_form(self) -> dict[str, str]:
+        return {
+            "_method": "POST", "email": self._email, "logintype": "existing",
+            "password": self._password, "recaptcha-token": _NO_TOKEN,
+        }
+
+    def _default_pupil_id(self) -> int | None:
+        pupils = getattr(self.user, "pupils", [])
+        return pupils[0].id if pupils else None
+
+    async def get_pupils(self) -> list[Pupil]:
+        data, _ = await self._call("getPupils", "GET", "pupils")
+        if not isinstance(data, list):
+            raise PayloadError(SERVICE, "getPupils", "data is not a list")
+        return [_validate("getPupils", Pupil, item) for item in data]
+
+    def select_pupil(self, pupil_id: int) -> None:
+        known = {pupil.id for pupil in getattr(self.user, "pupils", [])}
+        if self.user is not None and known and pupil_id not in known:
+            raise ValueError(f"pupil {pupil_id} is not linked to this parent account")
+        self.pupil_id = pupil_id
+
+    async def change_password(self, current: str, new: str) -> None:
+        register_secret(new)
+        await self._call(
+            "changePassword", "POST", "password", data={"current": current, "new": new, "repeat": new}
+        )
+        self._password = new
+
+
+class StudentClient(ClassChartsClient):
+    kind = "student"
+    user_model = StudentUser
+
+    def __init__(
+        self, code: str, dob: str, *, base_url: str = "https://www.classcharts.com",
+        timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
+        _check_date("date of birth", dob, "%d/%m/%Y")
+        register_secret(code)
+        register_secret(dob)
+        self._code = code.upper()
+        self._dob = dob
+
+    def _login_form(self) -> dict[str, str]:
+        return {
+            "_method": "POST", "code": self._code, "dob": self._dob,
+            "remember_me": "1", "recaptcha-token": _NO_TOKEN,
+        }
+
+    def _default_pupil_id(self) -> int | None:
+        return self.user.id if self.user is not None else None
+
+    async def get_rewards(self) -> Any:
+        return await self._data("getRewards", f"rewards/{self._pupil()}")
+
+    async def purchase_reward(self, item_id: int) -> Any:
+        data, _ = await self._call("purchaseReward", "POST", f"purchase/{item_id}", data={"pupil_id": str(self._pupil())})
+        return data
+
+    async def get_student_code(self, *, date_of_birth: str) -> Any:
+        _check_date("dateOfBirth", date_of_birth)
+        data, _ = await self._call("getStudentCode", "POST", "getcode", data={"date": date_of_birth})
+        return data
