@@ -151,7 +151,7 @@ class ServerConfig(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError('must be "HOST:PORT", e.g. "127.0.0.1:8087"')
         return value
 
