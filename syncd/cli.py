@@ -122,7 +122,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         except ConfigError as err:
             sys.stderr.write(f"syncd: configuration error in {path}: {err}\n")
             return EXIT_USAGE
-        configure_logging(level=args.log_level)
+        # The daemon-style commands log to stdout (journald); the others keep stdout for their
+        # output (plan --json, status --json) and log to stderr.
+        daemon_style = command in ("run", "run-once", "serve")
+        configure_logging(level=args.log_level, stream=sys.stdout if daemon_style else sys.stderr)
         if command == "check-config":
             return _check_config(config, out)
 

@@ -134,7 +134,7 @@ class FakeClassCharts(FakeServer):
         return web.Response(text="<html><body>The login details you entered are incorrect.</body></html>",
                             content_type="text/html")
 
-    def _start_session(self, kind: str, account: str) -> web.Response:
+    def _start_session(self, kind: str, account: str) -> web.HTTPFound:
         session_id = secrets.token_hex(16)
         cookie = secrets.token_hex(12)
         self._sessions[session_id] = _Session(kind, account, cookie)
@@ -152,7 +152,7 @@ class FakeClassCharts(FakeServer):
                 or form.get("password") != parent.password or email in self.failing_logins
                 or not form.get("recaptcha-token")):
             return self._login_page()
-        return self._start_session("parent", email)
+        raise self._start_session("parent", email)
 
     async def _student_login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
@@ -161,7 +161,7 @@ class FakeClassCharts(FakeServer):
         if (code != code.upper() or known is None or form.get("dob") != known[0]
                 or form.get("remember_me") != "1" or code.lower() in self.failing_logins):
             return self._login_page()
-        return self._start_session("student", code)
+        raise self._start_session("student", code)
 
     def _api(self, kind: str, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
