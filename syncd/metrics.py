@@ -11,6 +11,7 @@ __all__ = [
     "OPERATIONS",
     "QUEUE_DEPTH",
     "REGISTRY",
+    "SECONDS_SINCE_SUCCESS",
     "UPSTREAM_LATENCY",
 ]
 
@@ -40,4 +41,10 @@ UPSTREAM_LATENCY = Histogram(
     ["service"],
     registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SECONDS_SINCE_SUCCESS = Gauge(
+    "syncd_seconds_since_last_success",
+    "Seconds since the last successful poll of each source",
+    ["source"],
+    registry=REGISTRY,
 )

@@ -18,14 +18,20 @@ import asyncio
 import datetime as dt
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config, PauseRange
 from syncd.cron import interval_s, trigger_from_crontab
+from syncd.cycle import run_cycle
 from syncd.log import get_logger
+from syncd.notify import SystemdNotifier, watchdog_loop
+from syncd.outbox import OutboxWorker, worker_from_config
+from syncd.server import start_server
+from syncd.store import Store
 
 __all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "backoff_delay_s", "is_paused", "run"]
 
@@ -97,14 +103,8 @@ class Daemon:
         config = self.config
         notifier = SystemdNotifier()
         self.store = store = await Store.open(config.store.path)
-        client = ChengjiyunClient(
-            base_url=config.chengjiyun.base_url,
-            platform=config.chengjiyun.platform,
-            key=config.chengjiyun.key.reveal(),
-            org_id=config.chengjiyun.org_id,
-            timeout_s=config.chengjiyun.timeout_s,
-        )
-        self.worker = worker = make_worker(config, store, client)
+        client = client_from_config(config)
+        self.worker = worker = worker_from_config(config, store, client)
         runner = None
         scheduler = None
         background: list[asyncio.Task[Any]] = []
@@ -163,7 +163,8 @@ class Daemon:
             if self._paused_today():
                 await _wait_or_timeout(self._stop, 3600.0)
                 continue
-            await worker.run_until_idle_or(self._stop, timeout_s=3600.0)
+            await worker.drain(stop=self._stop)
+            await worker.wait_for_wake(self._stop, timeout_s=3600.0)
 
     async def _poll(self, source: str) -> None:
         """One scheduled poll of ``source``, skipped while paused or backing off."""
