@@ -1,0 +1,169 @@
+"""The epaas client against its fake on 127.0.0.1: token flow, the seven calls, failures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncd.clients.epaas import ClassInfo, EpaasClient, TeacherAssignment, TeacherClass, _parse_list, fetch_school
+from syncd.exceptions import PayloadError, UpstreamError
+from syncd.sandbox.epaas import FakeEpaas
+
+SECRETS = {"suite_secret": "sandbox-suite-secret", "suite_ticket": "sandbox-ticket", "permanent_code": "sandbox-permanent"}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeEpaas]:
+    server = FakeEpaas()
+    server.add_class(1, "一班", "2025级", "初中")
+    server.add_class(2, "高一(3)班", "2026级", "高中")
+    server.add_class(3, "美术", "2025级", "初中", department_type=8)
+    server.add_teacher("t1", "张三")
+    server.add_teacher("t2", "李四")
+    server.assign(1, "t1", 3, ["语文"])
+    server.assign(1, "t2", 4, ["数学"])
+    server.assign(2, "t2", 3, ["数学", "物理"])
+    server.assign(3, "t1", 4, ["美术"])
+    server.add_student("s1", [1, 3])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def client_for(fake: FakeEpaas, **kwargs: Any) -> EpaasClient:
+    return EpaasClient(base_url=fake.base_url, suite_id="sandbox-suite", auth_corpid="sandbox-corp", **SECRETS, **kwargs)
+
+
+async def test_the_seven_calls(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        assert [(c.id, c.type) for c in await client.get_user_classes("s1", "t1")] == [(1, 3), (3, 4)]
+        assert [c.id for c in await client.list_classes(1)] == [1, 2]
+        assert [c.id for c in await client.list_classes(0)] == [1, 2, 3]
+        teacher_classes = await client.list_teacher_classes("t2", department_type=1)
+        assert [(c.id, c.grade_name, c.org_attribute_name, c.subject) for c in teacher_classes] == [
+            (1, "2025级", "初中", ["数学"]), (2, "2026级", "高中", ["数学", "物理"])]
+        assert teacher_classes[0].full_path == "/沙盒学校/学生/2025级/一班"
+        bare = await client.list_teacher_classes("t2", full_path=False, department_info=False)
+        assert bare[0].grade_name is None and bare[0].full_path is None
+        assert [(t.userid, t.type) for t in await client.list_class_teachers(1)] == [("t1", 3), ("t2", 4)]
+        assert [c.id for c in await client.list_student_classes("s1", department_type=8)] == [3]
+        added = await client.batch_add_class_teachers(2, [TeacherAssignment("t1", 4, ("语文",)), TeacherAssignment("zz", 4)])
+        assert [(r.userid, r.ok) for r in added] == [("t1", True), ("zz", False)]
+        removed = await client.batch_delete_class_teachers(2, [TeacherAssignment("t1", 4), TeacherAssignment("t1", 4)])
+        assert [(r.ok, r.errmsg) for r in removed] == [(True, "OK"), (False, "班级不存在该教师")]
+    assert fake.token_requests == 1, "the corp token is cached"
+
+
+async def test_paging_through_total(fake: FakeEpaas) -> None:
+    for n in range(100, 350):
+        fake.add_class(n, f"{n}班", "2025级", "初中")
+    async with client_for(fake, page_size=100) as client:
+        classes = await client.list_classes(1)
+    assert len(classes) == 252
+    pages = [r.query["page_index"] for r in fake.requests_to("/class/list")]
+    assert pages == ["1", "2", "3"]
+
+
+async def test_token_expiry_mid_run_refreshes_once(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        await client.list_classes(1)
+        fake.expire_tokens()
+        assert len(await client.list_class_teachers(1)) == 2
+    assert fake.token_requests == 2
+
+
+async def test_cached_token_expires_by_the_clock(fake: FakeEpaas) -> None:
+    now = [0.0]
+    async with client_for(fake, clock=lambda: now[0]) as client:
+        await client.list_classes(1)
+        now[0] = 7200 - 301  # the token is refreshed 300 s before it expires
+        await client.list_classes(1)
+        assert fake.token_requests == 1
+        now[0] = 7200 - 299
+        await client.list_classes(1)
+        assert fake.token_requests == 2
+
+
+async def test_persistent_token_rejection_is_a_clear_error(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        fake.faults.add("errcode", path="/class/list", times=None, value=42001)
+        with pytest.raises(UpstreamError, match=r"class/list: errcode 42001"):
+            await client.list_classes(1)
+    assert fake.token_requests == 2
+
+
+async def test_bad_credentials(fake: FakeEpaas) -> None:
+    async with EpaasClient(base_url=fake.base_url, suite_id="sandbox-suite", auth_corpid="sandbox-corp",
+                           suite_secret="wrong-secret", suite_ticket="sandbox-ticket", permanent_code="sandbox-permanent") as client:
+        with pytest.raises(UpstreamError, match="get_suite_token: errcode 40001") as caught:
+            await client.list_classes(1)
+    assert "wrong-secret" not in str(caught.value)
+
+
+async def test_errcode_transport_and_malformed_failures(fake: FakeEpaas) -> None:
+    async with client_for(fake, timeout_s=0.3) as client:
+        fake.faults.add("errcode", path="/class/teacher/list", value=60011)
+        with pytest.raises(UpstreamError, match="errcode 60011: injected error"):
+            await client.list_class_teachers(1)
+        fake.faults.add("status", path="/class/list", value=503)
+        with pytest.raises(UpstreamError) as unavailable:
+            await client.list_classes(1)
+        assert unavailable.value.transient
+        fake.faults.add("malformed", path="/class/list")
+        with pytest.raises(PayloadError, match="not JSON"):
+            await client.list_classes(1)
+        fake.faults.add("delay", path="/class/list", value=1.0)
+        with pytest.raises(UpstreamError, match="timeout"):
+            await client.list_classes(1)
+
+
+async def test_no_token_or_secret_in_errors(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        await client.list_classes(1)
+        token = client._token
+        fake.faults.add("status", path="/class/list", value=500)
+        with pytest.raises(UpstreamError) as caught:
+            await client.list_classes(1)
+    assert token and token not in str(caught.value)
+    assert all(secret not in str(caught.value) for secret in SECRETS.values())
+
+
+async def test_fetch_school_joins_grade_information(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        school = await fetch_school(client)
+    assert school.complete and not school.warnings
+    assert [(c.id, c.grade_name, c.org_attribute_name, [t.userid for t in c.teachers]) for c in school.classes] == [
+        (1, "2025级", "初中", ["t1", "t2"]), (2, "2026级", "高中", ["t2"])]
+    asked = [r.query["teacher_userid"] for r in fake.requests_to("/teacher/class/list")]
+    assert len(asked) == len(set(asked))
+
+
+def test_grade_name_as_a_list_is_accepted() -> None:
+    record = TeacherClass.model_validate({"id": 1, "class_name": "一班", "userid": "t", "name": "n", "type": 3,
+                                          "grade_name": ["2017级"], "standard_grade": "64"})
+    assert record.grade_name == "2017级"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+department = st.fixed_dictionaries({}, optional={"id": json_values, "class_name": json_values, "parentid": json_values})
+
+
+@given(items=st.lists(department | json_values, max_size=5) | json_values)
+def test_malformed_departments_are_skipped_with_a_warning(items: Any) -> None:
+    warnings: list[str] = []
+    try:
+        parsed = _parse_list("class/list", items, ClassInfo, warnings)
+    except PayloadError as err:
+        assert not isinstance(items, list) and "expected a list" in str(err)
+        return
+    assert len(parsed) + len(warnings) == len(items)
+    assert all(isinstance(c.id, int) and isinstance(c.class_name, str) for c in parsed)
+    assert all("skipped" in w for w in warnings)
