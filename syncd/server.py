@@ -121,7 +121,9 @@ def create_app(config: Config, store: Store, *, clock: Callable[[], float] = tim
         if problem is not None:
             log.info("pull request refused", endpoint=name, reason=problem)
             return _answer(30006, "验证失败")
-        if replays.seen_before(params["sign"].lower(), now):
+        # The sign does not cover the path, so two endpoints asked with the same parameters in
+        # the same second share a sign: a replay is the same sign on the same endpoint.
+        if replays.seen_before(f"{name}:{params['sign'].lower()}", now):
             log.info("pull request refused", endpoint=name, reason="replayed sign")
             return _answer(30006, "验证失败")
         try:

@@ -135,53 +135,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
-    # 2: imported exams (issue 5; syncd/exams/). Rows keep the spreadsheet order in `position`
-    # and each student's scores as one JSON object, so queryQuestionScore for a 2,000-student
-    # subject is one clustered range scan, not 80,000 rows to regroup.
+    # 2: imported exams (issue 5)
     """
     CREATE TABLE exams (
         exam_id TEXT PRIMARY KEY,
         title TEXT NOT NULL,
-        grade INTEGER,                  -- 1-12, or NULL when the sheet leaves it empty
-        year INTEGER,                   -- enrolment year, or NULL
-        subjects TEXT NOT NULL,         -- JSON list: the subject columns of 总分, in sheet order
-        courses TEXT NOT NULL,          -- JSON list: subjects with question scores (queryQuestionList)
-        students INTEGER NOT NULL,      -- rows of 总分
-        source TEXT NOT NULL,           -- the files it was imported from, for `syncd exams`
+        grade INTEGER,
+        year INTEGER,
         imported_at REAL NOT NULL
     );
-    CREATE TABLE exam_totals (          -- queryExamDetail
+    CREATE TABLE exam_totals (
         exam_id TEXT NOT NULL REFERENCES exams(exam_id) ON DELETE CASCADE,
-        position INTEGER NOT NULL,
         account TEXT NOT NULL,
-        scores TEXT NOT NULL,           -- {"语文": 120, "数学": 98.5}; a subject not sat is absent
-        PRIMARY KEY (exam_id, position),
-        UNIQUE (exam_id, account)
-    ) WITHOUT ROWID;
-    CREATE TABLE exam_questions (       -- queryQuestionStructure
+        scores TEXT NOT NULL,           -- {"语文": 120, ...}
+        PRIMARY KEY (exam_id, account)
+    );
+    CREATE TABLE exam_questions (
         exam_id TEXT NOT NULL REFERENCES exams(exam_id) ON DELETE CASCADE,
         course TEXT NOT NULL,
         position INTEGER NOT NULL,
         number TEXT NOT NULL,
-        subjective TEXT NOT NULL CHECK (subjective IN ('主观题', '客观题')),
+        subjective TEXT NOT NULL,
         score REAL NOT NULL,
-        scroll TEXT NOT NULL CHECK (scroll IN ('一卷', '二卷')),
+        scroll TEXT NOT NULL,
         selection TEXT,
         type TEXT,
         knowledge TEXT,
         ability TEXT,
-        PRIMARY KEY (exam_id, course, position),
-        UNIQUE (exam_id, course, number)
-    ) WITHOUT ROWID;
-    CREATE TABLE exam_question_scores ( -- queryQuestionScore
+        PRIMARY KEY (exam_id, course, number)
+    );
+    CREATE TABLE exam_question_scores (
         exam_id TEXT NOT NULL REFERENCES exams(exam_id) ON DELETE CASCADE,
         course TEXT NOT NULL,
-        position INTEGER NOT NULL,
         account TEXT NOT NULL,
-        scores TEXT NOT NULL,           -- {"1": 5, "3.a": 4.5, "3.b": null}; null = a missing answer
-        PRIMARY KEY (exam_id, course, position),
-        UNIQUE (exam_id, course, account)
-    ) WITHOUT ROWID;
+        scores TEXT NOT NULL,           -- {"1": 5, "3.a": null}
+        PRIMARY KEY (exam_id, course, account)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
