@@ -105,7 +105,7 @@ def diff_source(
         known = acknowledged.get(user_id)
         if known is None:
             adds.append(user)
-        elif known.user.content_hash() != user.content_hash() or known.user.owners != user.owners:
+        elif known.user != user or known.user.owners != user.owners:  # field equality: no hashing needed
             if known.user.roles != user.roles:
                 warnings.append(
                     f"{user_id}: roles changed {list(known.user.roles)} → {list(user.roles)}; "
