@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, subprocess_env, syncd_command
 
+from conftest import REPO, subprocess_env, syncd_command
 from syncd.config import Secret, load_config, masked, parse_config
 from syncd.exceptions import ConfigError
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_helpers import Sandbox, run_syncd, start_sandbox, stop_sandbox
 from conftest import subprocess_env, syncd_command
+from sandbox_helpers import Sandbox, run_syncd, start_sandbox, stop_sandbox
 
 
 @pytest.fixture

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.clients.epaas import ClassInfo, EpaasClient, TeacherAssignment, TeacherClass, _parse_list, fetch_school
+from syncd.clients.epaas import (
+    ClassInfo,
+    EpaasClient,
+    TeacherAssignment,
+    TeacherClass,
+    _parse_list,
+    fetch_school,
+)
 from syncd.exceptions import PayloadError, UpstreamError
 from syncd.sandbox.epaas import FakeEpaas
 

@@ -154,7 +154,7 @@ async def test_a_cancelled_drain_loses_nothing(tmp_path: Path, fake: FakeChengji
     fake.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.2)
     w, client = worker(store, fake, batch_size=5)
     task = asyncio.create_task(w.drain())
-    while len(fake.accepted("addUser")) < 2:
+    while len(fake.accepted("addUser")) < 2:  # noqa: ASYNC110 - polling a fake
         await asyncio.sleep(0.02)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
