@@ -8,14 +8,45 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict
 
 from syncd.exceptions import PayloadError, UpstreamError
+from syncd.http import make_session
 from syncd.metrics import UPSTREAM_LATENCY
 
-__all__ = ["parse_json", "request_json"]
+__all__ = ["SessionClient", "UpstreamRecord", "parse_json", "request_json"]
+
+
+class UpstreamRecord(BaseModel):
+    """A record from an upstream answer: the fields we need are typed, unknown extra ones kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SessionClient:
+    """Owns one aiohttp session (made on first use), closed by ``close()`` or ``async with``."""
+
+    _timeout_s: float
+    _session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = make_session(timeout_s=self._timeout_s)
+        return self._session
 
 
 def parse_json(service: str, call: str, body: bytes) -> Any:

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from syncd.http import make_session
+from syncd.clients._http import SessionClient
 from syncd.metrics import UPSTREAM_LATENCY
 from syncd.signing import sign
 
@@ -85,7 +85,7 @@ def classify(http_status: int, body: bytes, retry_after: str | None = None) -> P
     return PushResult(outcome, code, f"code {code}: {msg}", http_status)
 
 
-class ChengjiyunClient:
+class ChengjiyunClient(SessionClient):
     """One school's (one orgId's) connection to Chengjiyun."""
 
     def __init__(
@@ -104,18 +104,6 @@ class ChengjiyunClient:
         self._org_id = org_id
         self._timeout_s = timeout_s
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> ChengjiyunClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def _signed_params(self, *, with_platform: bool) -> dict[str, str]:
         # Seed 003: the pushes sign only orgId and timestamp; platform rides along unsigned.
@@ -124,12 +112,10 @@ class ChengjiyunClient:
         return {"platform": self._platform, **signed} if with_platform else signed
 
     async def _send(self, method: str, endpoint: str, body: Any = None, *, with_platform: bool = False) -> PushResult:
-        if self._session is None:
-            self._session = make_session(timeout_s=self._timeout_s)
         url = f"{self._base_url}/vendor-api/{endpoint}"
         started = time.perf_counter()
         try:
-            async with self._session.request(
+            async with self._http().request(
                 method, url, params=self._signed_params(with_platform=with_platform), json=body, allow_redirects=False
             ) as response:
                 payload = await response.read()

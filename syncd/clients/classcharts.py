@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import unquote
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from syncd.clients._http import request_json
+from syncd.clients._http import SessionClient, UpstreamRecord, request_json
 from syncd.exceptions import AuthError, PayloadError, UpstreamError
 from syncd.http import make_session
 from syncd.log import get_logger, register_secret
@@ -42,11 +42,7 @@ _NO_TOKEN = "no-token-available"  # noqa: S105 - what the real web client sends
 log = get_logger(__name__)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class Pupil(_Model):
+class Pupil(UpstreamRecord):
     id: int
     name: str
     first_name: str | None = None
@@ -54,7 +50,7 @@ class Pupil(_Model):
     school_name: str | None = None
 
 
-class ParentUser(_Model):
+class ParentUser(UpstreamRecord):
     id: int
     name: str
     first_name: str | None = None
@@ -63,7 +59,7 @@ class ParentUser(_Model):
     pupils: list[Pupil] = []
 
 
-class StudentUser(_Model):
+class StudentUser(UpstreamRecord):
     id: int
     name: str
     first_name: str | None = None
@@ -90,7 +86,7 @@ def _validate(call: str, model: type[BaseModel], data: Any) -> Any:
         raise PayloadError(SERVICE, call, f"{where}: {first['msg']}") from None
 
 
-class ClassChartsClient:
+class ClassChartsClient(SessionClient):
     """What parent and student clients share: session handling and the per-pupil calls."""
 
     kind: ClassVar[Literal["parent", "student"]]
@@ -100,7 +96,6 @@ class ClassChartsClient:
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self._session_id: str | None = None
         self._session_at = 0.0
         self._lock = asyncio.Lock()
@@ -110,17 +105,6 @@ class ClassChartsClient:
     @property
     def _api(self) -> str:
         return f"{self._base_url}/apiv2{self.kind}"
-
-    async def __aenter__(self) -> ClassChartsClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     def _login_form(self) -> dict[str, str]:
         return {}

@@ -12,12 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from syncd.clients._http import request_json
+from syncd.clients._http import SessionClient, UpstreamRecord, request_json
 from syncd.exceptions import PayloadError, UpstreamError
-from syncd.http import make_session
 from syncd.log import get_logger, register_secret
 
 __all__ = [
@@ -42,17 +40,13 @@ ADMINISTRATIVE_CLASS = 1
 log = get_logger(__name__)
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class UserClass(_Record):
+class UserClass(UpstreamRecord):
     id: int
     class_name: str
     type: int
 
 
-class ClassInfo(_Record):
+class ClassInfo(UpstreamRecord):
     id: int
     class_name: str
     parentid: int | None = None
@@ -66,7 +60,7 @@ def _first_if_list(value: Any) -> Any:
     return value
 
 
-class _DepartmentInfo(_Record):
+class _DepartmentInfo(UpstreamRecord):
     id: int
     class_name: str
     full_id_path: str | None = None
@@ -95,7 +89,7 @@ class StudentClass(_DepartmentInfo):
     department_type: int | None = None
 
 
-class ClassTeacherRecord(_Record):
+class ClassTeacherRecord(UpstreamRecord):
     id: int | None = None
     userid: str
     name: str
@@ -103,7 +97,7 @@ class ClassTeacherRecord(_Record):
     subject: list[str] = Field(default_factory=list)
 
 
-class ItemResult(_Record):
+class ItemResult(UpstreamRecord):
     errcode: int
     errmsg: str
     userid: str
@@ -144,7 +138,7 @@ class EpaasSchool:
     warnings: tuple[str, ...]
 
 
-def _parse_list(call: str, items: Any, model: type[_Record], warnings: list[str]) -> list[Any]:
+def _parse_list(call: str, items: Any, model: type[UpstreamRecord], warnings: list[str]) -> list[Any]:
     """Validate each record; a malformed one is skipped with a warning naming it."""
     if not isinstance(items, list):
         raise PayloadError(SERVICE, call, f"expected a list, got {type(items).__name__}")
@@ -160,7 +154,7 @@ def _parse_list(call: str, items: Any, model: type[_Record], warnings: list[str]
     return parsed
 
 
-class EpaasClient:
+class EpaasClient(SessionClient):
     def __init__(
         self,
         *,
@@ -182,27 +176,10 @@ class EpaasClient:
         self.page_size = page_size
         self._timeout_s = timeout_s
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
         self.warnings: list[str] = []
-
-    async def __aenter__(self) -> EpaasClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = make_session(timeout_s=self._timeout_s)
-        return self._session
 
     async def _call_raw(self, call: str, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
         status, data, _ = await request_json(

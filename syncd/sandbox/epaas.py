@@ -221,13 +221,16 @@ class FakeEpaas(FakeServer):
         ]
         return _ok(departments=departments)
 
-    async def _batch_add(self, request: web.Request) -> web.Response:
+    async def _batch_target(self, request: web.Request) -> tuple[FakeClass | None, list[dict[str, Any]]]:
         body = await request.json()
-        klass = self.classes.get(int(body["department_id"]))
+        return self.classes.get(int(body["department_id"])), list(body.get("teachers", []))
+
+    async def _batch_add(self, request: web.Request) -> web.Response:
+        klass, teachers = await self._batch_target(request)
         if klass is None:
             return _error(60003, "department not found")
         results = []
-        for teacher in body.get("teachers", []):
+        for teacher in teachers:
             if teacher["userid"] not in self.teachers:
                 results.append({"errcode": 60111, "errmsg": "userid not found", "userid": teacher["userid"]})
                 continue
@@ -236,12 +239,11 @@ class FakeEpaas(FakeServer):
         return _ok(result_list=results)
 
     async def _batch_delete(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        klass = self.classes.get(int(body["department_id"]))
+        klass, teachers = await self._batch_target(request)
         if klass is None:
             return _error(60003, "department not found")
         results = []
-        for teacher in body.get("teachers", []):
+        for teacher in teachers:
             if klass.teachers.pop(teacher["userid"], None) is None:
                 results.append({"errcode": 1, "errmsg": "班级不存在该教师", "userid": teacher["userid"]})
             else:
