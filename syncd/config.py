@@ -261,6 +261,10 @@ class ScheduleConfig(_Section):
     epaas: Crontab = "0 * * * *"
     pause: list[PauseRange] = []
 
+    def paused_on(self, day: date) -> bool:
+        """Whether ``day`` is in one of the ``pause`` ranges (inclusive): no polling, no pushing."""
+        return any(pause.contains(day) for pause in self.pause)
+
 
 class SafetyConfig(_Section):
     delete_after_cycles: int = Field(default=2, ge=1, le=100)

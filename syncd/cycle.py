@@ -44,6 +44,8 @@ __all__ = ["CycleReport", "SourceReport", "plan_command", "run_cycle", "run_once
 log = get_logger(__name__)
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# In the daemon the same skipped record would be logged every hour for a year: say it once.
+_warned_once: set[str] = set()
 ACCOUNT_CONCURRENCY = 4  # ClassCharts logins at once
 
 
@@ -125,7 +127,7 @@ async def _poll_student(config: Config, code: str, dob: str) -> ClassChartsAccou
         )
 
 
-async def poll_classcharts(config: Config) -> _Poll:
+async def poll_classcharts(config: Config, *, quiet: bool = False) -> _Poll:
     section = config.classcharts
     assert section is not None
     limit = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
@@ -153,7 +155,9 @@ async def poll_classcharts(config: Config) -> _Poll:
         if isinstance(result, SyncdError):
             failed.add(key)
             errors.append(f"{label}: {result}")
-            log.warning("classcharts account failed; its pupils are kept as they are", account=label, error=str(result))
+            (log.debug if quiet else log.warning)(
+                "classcharts account failed; its pupils are kept as they are", account=label, error=str(result)
+            )
         elif isinstance(result, BaseException):
             raise result
         else:
@@ -185,15 +189,17 @@ async def poll_epaas(config: Config, today: dt.date) -> _Poll:
     return _Poll(mapped, complete=school.complete, errors=errors)
 
 
-async def _poll(config: Config, source: str, today: dt.date) -> _Poll:
+async def _poll(config: Config, source: str, today: dt.date, *, quiet: bool) -> _Poll:
     try:
         if source == "classcharts":
-            return await poll_classcharts(config)
+            return await poll_classcharts(config, quiet=quiet)
         return await poll_epaas(config, today)
     except ConfigError:
         raise
     except SyncdError as err:
-        log.warning("source failed; nothing from it is sent or deleted this cycle", source=source, error=str(err))
+        (log.debug if quiet else log.warning)(
+            "source failed; nothing from it is sent or deleted this cycle", source=source, error=str(err)
+        )
         return _Poll(None, complete=False, errors=(str(err),))
 
 
@@ -208,15 +214,22 @@ async def run_cycle(
     command: str,
     today: dt.date | None = None,
     write: bool = True,
+    daemon: bool = False,
 ) -> CycleReport:
-    """Poll ``sources`` concurrently, diff each against the snapshot and (if ``write``) enqueue."""
+    """Poll ``sources`` concurrently, diff each against the snapshot and (if ``write``) enqueue.
+
+    ``daemon``: the caller logs source failures once per state change, and a repeated warning
+    about the same record is logged only the first time.
+    """
     today = today or dt.date.today()
     cycle_id = await store.begin_cycle(command) if write else 0
-    polls = await asyncio.gather(*(_poll(config, source, today) for source in sources))
+    polls = await asyncio.gather(*(_poll(config, source, today, quiet=daemon) for source in sources))
     reports: dict[str, SourceReport] = {}
     stored_statuses = await store.stored_class_statuses()
     for source, poll in zip(sources, polls, strict=True):
-        reports[source] = report = await _diff_one(config, store, source, poll, stored_statuses, write=write)
+        reports[source] = report = await _diff_one(
+            config, store, source, poll, stored_statuses, write=write, once=daemon
+        )
         CYCLES.labels(source=source, outcome=report.outcome).inc()
         if write:
             await store.record_poll(source, ok=poll.mapped is not None, error="; ".join(poll.errors) or None)
@@ -233,12 +246,14 @@ async def run_cycle(
 
 
 async def _diff_one(
-    config: Config, store: Store, source: str, poll: _Poll, stored_statuses: Any, *, write: bool
+    config: Config, store: Store, source: str, poll: _Poll, stored_statuses: Any, *, write: bool, once: bool
 ) -> SourceReport:
     if poll.mapped is None:
         return SourceReport(source, "failed", errors=poll.errors)
     for warning in poll.mapped.warnings:
-        log.warning("record skipped or adjusted", source=source, detail=warning)
+        if not once or warning not in _warned_once:
+            log.warning("record skipped or adjusted", source=source, detail=warning)
+            _warned_once.add(warning)
     acknowledged = await store.acknowledged(source)
     diff = diff_source(
         source=source,
@@ -332,6 +347,9 @@ async def run_once_command(config: Config, args: Any, out: TextIO) -> int:
     operation was dead-lettered, or dead letters remain. Held deletions alone do not fail the
     run: they are reported and logged as warnings.
     """
+    if config.schedule.paused_on(dt.date.today()):
+        out.write("today is inside a [schedule] pause range: nothing polled, nothing sent\n")
+        return EXIT_OK
     async with await Store.open(config.store.path) as store:
         if not config.enabled_sources:
             log.warning("no source is enabled; add a [classcharts] or [epaas] section")

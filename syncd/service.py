@@ -18,13 +18,13 @@ import asyncio
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd.clients.chengjiyun import client_from_config
-from syncd.config import Config, PauseRange
+from syncd.config import Config
 from syncd.cron import interval_s, trigger_from_crontab
 from syncd.cycle import run_cycle
 from syncd.log import get_logger
@@ -33,7 +33,7 @@ from syncd.outbox import OutboxWorker, worker_from_config
 from syncd.server import start_server
 from syncd.store import Store
 
-__all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "backoff_delay_s", "is_paused", "run"]
+__all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "Daemon", "backoff_delay_s", "run"]
 
 log = get_logger(__name__)
 
@@ -50,11 +50,6 @@ def backoff_delay_s(consecutive_failures: int, schedule_interval_s: float) -> fl
     if consecutive_failures < FAILING_AFTER:
         return 0.0
     return min(MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1))
-
-
-def is_paused(pauses: Sequence[PauseRange], today: dt.date) -> bool:
-    """Whether ``today`` falls in one of the configured ``[schedule] pause`` ranges (inclusive)."""
-    return any(pause.contains(today) for pause in pauses)
 
 
 def make_scheduler(config: Config, job: Any, *, first_run_now: bool = True) -> AsyncIOScheduler:
@@ -89,7 +84,7 @@ class Daemon:
         self._clock = clock
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
-        self._failing: dict[str, bool] = {}
+        self._condition: dict[str, str] = {}  # ok / erroring / failing, per source
         self._paused_logged = False
         self.store: Store | None = None
         self.worker: OutboxWorker | None = None
@@ -151,7 +146,7 @@ class Daemon:
                 task.cancel()
 
     def _paused_today(self) -> bool:
-        paused = is_paused(self.config.schedule.pause, dt.date.today())
+        paused = self.config.schedule.paused_on(dt.date.today())
         if paused != self._paused_logged:
             log.info("pause range begins; no polling or pushing" if paused else "pause range over; syncing again")
             self._paused_logged = paused
@@ -187,21 +182,24 @@ class Daemon:
         if delay and self._clock() < last_attempt + delay:
             log.debug("source is failing; backing off", source=source, next_attempt_in_s=round(last_attempt + delay - self._clock()))
             return
-        report = await run_cycle(self.config, self.store, [source], command="run")
+        report = await run_cycle(self.config, self.store, [source], command="run", daemon=True)
         self.worker.wake()
+        outcome = report.sources[source]
         state = (await self.store.source_states()).get(source, {})
         failing = state.get("state") == "failing"
-        if failing and not self._failing.get(source, False):
-            log.error(
-                "source is failing; polling it with back-off until it recovers",
-                source=source,
-                consecutive_failures=state.get("consecutive_failures"),
-                error=state.get("last_error"),
-            )
-        elif not failing and self._failing.get(source, False):
-            log.info("source recovered", source=source)
-        self._failing[source] = failing
-        log.debug("poll finished", source=source, report=str(report))
+        was = self._condition.get(source, "ok")
+        now = "failing" if failing else "ok" if outcome.outcome == "ok" else "erroring"
+        if now != was:
+            # One line per change of state, not one per attempt (DataUpdateCoordinator style).
+            error = "; ".join(outcome.errors) or None
+            if now == "failing":
+                log.error("source is failing; polling it with back-off until it recovers", source=source,
+                          consecutive_failures=state.get("consecutive_failures"), error=error)
+            elif now == "erroring":
+                log.warning("source failed; retrying on its schedule", source=source, error=error)
+            else:
+                log.info("source recovered", source=source)
+        self._condition[source] = now
 
 
 async def _wait_or_timeout(event: asyncio.Event, timeout_s: float) -> None:

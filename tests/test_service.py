@@ -89,3 +89,103 @@ async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(sandbox: Sandbox, t
     async with await Store.open(sandbox.database, readonly=True) as store:
         assert await store.queue_depth() == {}
         assert await store.dead_letters() == []
+
+
+async def run_briefly(config: Path, *args: str, settle_s: float = 2.0) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *syncd_command("--config", str(config), *args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=subprocess_env(),
+    )
+    await asyncio.sleep(settle_s)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode()
+
+
+async def test_a_pause_range_means_no_polling_and_no_pushing(sandbox: Sandbox) -> None:
+    today = time.strftime("%Y-%m-%d")
+    pause = f"pause = [ {{ start = {today}, end = {today} }} ]\n"
+    config = sandbox.config(listen=f"127.0.0.1:{free_port()}")
+    config.write_text(config.read_text(encoding="utf-8") + f"[schedule]\n{pause}", encoding="utf-8")
+
+    code, stdout = await run_briefly(config, "run")
+    assert code == 0
+    assert "pause range begins" in stdout
+    assert sandbox.classcharts.requests == [] and sandbox.epaas.requests == [] and sandbox.chengjiyun.requests == []
+
+    once = await asyncio.create_subprocess_exec(
+        *syncd_command("--config", str(config), "--run-once"), stdout=asyncio.subprocess.PIPE, env=subprocess_env()
+    )
+    out, _ = await once.communicate()
+    assert once.returncode == 0 and "pause range" in out.decode()
+    assert sandbox.chengjiyun.requests == []
+
+
+async def test_serve_answers_and_stops_cleanly(sandbox: Sandbox) -> None:
+    port = free_port()
+    config = sandbox.config(listen=f"127.0.0.1:{port}")
+    process = await asyncio.create_subprocess_exec(
+        *syncd_command("--config", str(config), "serve"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=subprocess_env(),
+    )
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    body = await response.json()
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+        assert body is not None and "sources" in body
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert sandbox.chengjiyun.requests == [], "serve alone never pushes"
+
+
+async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(sandbox: Sandbox, tmp_path: Path) -> None:
+    import io
+    import logging
+
+    from syncd.clients.chengjiyun import client_from_config
+    from syncd.config import load_config
+    from syncd.log import configure_logging
+    from syncd.outbox import worker_from_config
+    from syncd.service import Daemon
+
+    config = load_config(sandbox.config())
+    sandbox.epaas.corp["permanent_code"] = "revoked"
+    clock = [time.time()]
+    daemon = Daemon(config, clock=lambda: clock[0])
+    stream = io.StringIO()
+    configure_logging(json_output=True, stream=stream, level="INFO")
+    try:
+        async with await Store.open(config.store.path) as store, client_from_config(config) as client:
+            daemon.store, daemon.worker = store, worker_from_config(config, store, client)
+            for _ in range(3):
+                await daemon._poll("epaas")
+            token_calls = len(sandbox.epaas.requests)
+            await daemon._poll("epaas")  # backing off: not even tried
+            assert len(sandbox.epaas.requests) == token_calls
+            clock[0] += 2 * 3600 + 1
+            sandbox.epaas.corp["permanent_code"] = "sandbox-permanent"
+            await daemon._poll("epaas")
+            await daemon._poll("epaas")
+    finally:
+        logging.getLogger().handlers.clear()
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    about_epaas = [(e["level"], e["event"]) for e in events if e.get("source") == "epaas" and e["event"].startswith("source")]
+    skipped = [e for e in events if e["event"] == "record skipped or adjusted"]
+    assert len(skipped) == len({e["detail"] for e in skipped}), "a skipped record is reported once, not every poll"
+    assert about_epaas == [
+        ("warning", "source failed; retrying on its schedule"),
+        ("error", "source is failing; polling it with back-off until it recovers"),
+        ("info", "source recovered"),
+    ]
+    assert "revoked" not in stream.getvalue()

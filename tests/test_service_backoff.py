@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from syncd.config import PauseRange
-from syncd.service import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s, is_paused
+from syncd.config import PauseRange, ScheduleConfig
+from syncd.service import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
 
 HOUR = 3600.0
 
@@ -47,8 +47,8 @@ ROLLOVER = PauseRange(start=dt.date(2027, 1, 1), end=dt.date(2027, 1, 1))
     ],
 )
 def test_pause_ranges_are_inclusive(day: dt.date, paused: bool) -> None:
-    assert is_paused([SUMMER, ROLLOVER], day) is paused
+    assert ScheduleConfig(pause=[SUMMER, ROLLOVER]).paused_on(day) is paused
 
 
 def test_no_pause_ranges() -> None:
-    assert is_paused([], dt.date(2027, 8, 1)) is False
+    assert ScheduleConfig().paused_on(dt.date(2027, 8, 1)) is False
