@@ -31,13 +31,12 @@ from syncd.log import get_logger
 from syncd.notify import SystemdNotifier, watchdog_loop
 from syncd.outbox import OutboxWorker, worker_from_config
 from syncd.server import start_server
-from syncd.store import Store
+from syncd.store import FAILING_AFTER, Store
 
 __all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "Daemon", "backoff_delay_s", "run"]
 
 log = get_logger(__name__)
 
-FAILING_AFTER = 3  # consecutive failed polls before a source counts as failing
 MAX_BACKOFF_S = 86_400.0  # a failing source is still tried at least once a day
 STOP_TIMEOUT_S = 30.0  # how long running polls may take to finish after SIGTERM
 
@@ -52,16 +51,17 @@ def backoff_delay_s(consecutive_failures: int, schedule_interval_s: float) -> fl
     return min(MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1))
 
 
-def make_scheduler(config: Config, job: Any, *, first_run_now: bool = True) -> AsyncIOScheduler:
-    """One job per enabled source on its crontab; never overlapping itself, missed runs coalesced."""
+def make_scheduler(config: Config, job: Any) -> AsyncIOScheduler:
+    """One job per enabled source on its crontab (first run at start-up); never overlapping
+    itself, missed runs coalesced. Crontabs follow the server's local time zone, DST included."""
     scheduler = AsyncIOScheduler()
-    now = dt.datetime.now().astimezone()
+    now = dt.datetime.now(scheduler.timezone)
     for source in config.enabled_sources:
         expr = getattr(config.schedule, source)
         gap_s = interval_s(expr)
         scheduler.add_job(
             job,
-            trigger=trigger_from_crontab(expr, timezone=now.tzinfo),
+            trigger=trigger_from_crontab(expr, timezone=scheduler.timezone),
             args=[source],
             id=source,
             name=f"poll {source}",
@@ -70,7 +70,7 @@ def make_scheduler(config: Config, job: Any, *, first_run_now: bool = True) -> A
             # APScheduler's default of 1 s silently skips a run after any loop stall.
             misfire_grace_time=max(1, int(gap_s)),
             jitter=max(1, min(60, int(gap_s * 0.02))),
-            next_run_time=now if first_run_now else None,
+            next_run_time=now,
             replace_existing=True,
         )
     return scheduler
@@ -158,7 +158,13 @@ class Daemon:
             if self._paused_today():
                 await _wait_or_timeout(self._stop, 3600.0)
                 continue
-            await worker.drain(stop=self._stop)
+            try:
+                await worker.drain(stop=self._stop)
+            except Exception:
+                # Nothing is lost (rows leave the outbox only on acknowledgement): log, wait, retry.
+                log.exception("outbound worker failed; retrying in a minute")
+                await _wait_or_timeout(self._stop, 60.0)
+                continue
             await worker.wait_for_wake(self._stop, timeout_s=3600.0)
 
     async def _poll(self, source: str) -> None:
@@ -170,6 +176,8 @@ class Daemon:
         self._polls.add(task)
         try:
             await self._poll_unless_backing_off(source)
+        except Exception:
+            log.exception("poll failed unexpectedly; nothing from it was enqueued", source=source)
         finally:
             self._polls.discard(task)
 
