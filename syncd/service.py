@@ -177,7 +177,7 @@ class Daemon:
         try:
             await self._poll_unless_backing_off(source)
         except Exception:
-            log.exception("poll failed unexpectedly; nothing from it was enqueued", source=source)
+            log.exception("poll failed unexpectedly; it runs again on its schedule", source=source)
         finally:
             self._polls.discard(task)
 
