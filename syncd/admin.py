@@ -29,11 +29,22 @@ async def status_command(config: Config, args: Any, out: TextIO) -> int:
             "queue": await store.queue_depth(),
             "dead_letters": await store.dead_letters(),
             "held_deletions": await store.held_deletions(),
+            "users": {
+                row["source"]: {"desired": row["desired"], "acknowledged": row["acknowledged"]}
+                for row in await store.fetchall(
+                    """SELECT source, SUM(kind = 'desired') AS desired, SUM(kind = 'acked') AS acknowledged FROM (
+                           SELECT source, 'desired' AS kind FROM desired_users
+                           UNION ALL SELECT source, 'acked' FROM users) GROUP BY source ORDER BY source"""
+                )
+            },
         }
     if getattr(args, "json", False):
         out.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
         return 0
-    out.write(f"database: {status['database']}\n\nsources:\n")
+    out.write(f"database: {status['database']}\n\nusers (last poll / acknowledged by Chengjiyun):\n")
+    for source, counts in status["users"].items():
+        out.write(f"  {source:<12} {counts['desired']} / {counts['acknowledged']}\n")
+    out.write("\nsources:\n")
     if not status["sources"]:
         out.write("  (no poll yet)\n")
     for name, state in status["sources"].items():
