@@ -239,9 +239,9 @@ async def run_cycle(
         outcome = "ok" if all(r.outcome == "ok" for r in reports.values()) else (
             "failed" if all(r.outcome == "failed" for r in reports.values()) else "partial"
         )
-        await store.finish_cycle(
-            cycle_id, outcome=outcome, sources={s: r.summary() for s, r in reports.items()}, counts={}
-        )
+        summaries = {s: r.summary() for s, r in reports.items()}
+        totals = {k: sum(int(v[k]) for v in summaries.values()) for k in ("adds", "updates", "deletes", "held")}
+        await store.finish_cycle(cycle_id, outcome=outcome, sources=summaries, counts=totals)
     return CycleReport(reports)
 
 
