@@ -44,6 +44,14 @@ class FakePupil:
             "display_detentions": True, "display_report_cards": False, "display_classes": True,
             "display_announcements": True, "display_attendance": True, "school_name": self.school_name,
             "school_logo": "", "timezone": "Europe/London", "is_disabled": False,
+            "display_covid_tests": False, "can_record_covid_tests": False,
+            **dict.fromkeys(
+                ("detention_yes_count", "detention_no_count", "detention_pending_count", "detention_upscaled_count",
+                 "homework_todo_count", "homework_late_count", "homework_not_completed_count",
+                 "homework_excused_count", "homework_completed_count", "homework_submitted_count",
+                 "announcements_count", "messages_count"),
+                0,
+            ),
         }
 
 
