@@ -412,7 +412,10 @@ def _plan_text(report: CycleReport, config: Config, out: TextIO) -> None:
             out.write(f"  delete  {user.id}  {user.name}\n")
         for user, reason in diff.held:
             out.write(f"  HELD    {user.id}  {user.name}: {reason}\n")
+        held_ids = {user.id for user, _ in diff.held}
         for user_id, count in sorted(diff.missing.items()):
+            if user_id in held_ids:
+                continue
             out.write(f"  missing {user_id} ({count} of {config.safety.delete_after_cycles} cycles before deletion)\n")
         if diff.class_status_changed:
             out.write("  class statuses changed: update/classStatus will be sent once\n")

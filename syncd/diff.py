@@ -128,6 +128,10 @@ def diff_source(
             missing[user_id] = count
 
     deletes, held = _apply_safety(due, approved_ids, safety, population=len(acknowledged))
+    for user, _ in held:
+        # A held deletion keeps counting as missing; otherwise its counter would fall back to
+        # zero, it would drop out of the held list next cycle, and an approval would be lost.
+        missing[user.id] = acknowledged[user.id].missing_cycles + 1
 
     statuses: dict[str, ClassStatus] | None = None
     changed = False

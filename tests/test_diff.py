@@ -147,3 +147,15 @@ def test_applying_a_diff_yields_the_desired_state(acked: dict[int, str], desired
     for user in result.deletes:
         del state[user.id]
     assert state == {uid: u.pushed() for uid, u in after.items()}
+
+
+def test_a_held_deletion_stays_held_across_cycles() -> None:
+    acked = [pupil(n) for n in range(10)]
+    first = diff(acked[:5], acked, delete_after_cycles=2, max_deletes=4)
+    assert not first.held and all(first.missing[f"cc-{n}"] == 1 for n in range(5, 10))
+    counters = {u.id: AckedUser(u, first.missing.get(u.id, 0)) for u in acked}
+    second = diff(acked[:5], counters, delete_after_cycles=2, max_deletes=4)
+    assert len(second.held) == 5 and all(second.missing[u.id] == 2 for u, _ in second.held)
+    counters = {u.id: AckedUser(u, second.missing.get(u.id, 0)) for u in acked}
+    third = diff(acked[:5], counters, delete_after_cycles=2, max_deletes=4)
+    assert len(third.held) == 5, "still held, not dropped every other cycle"
