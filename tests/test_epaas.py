@@ -120,6 +120,10 @@ async def test_errcode_transport_and_malformed_failures(fake: FakeEpaas) -> None
         with pytest.raises(UpstreamError) as unavailable:
             await client.list_classes(1)
         assert unavailable.value.transient
+        fake.faults.add("status", path="/class/list", value=429)
+        with pytest.raises(UpstreamError) as limited:
+            await client.list_classes(1)
+        assert limited.value.transient and "HTTP 429" in str(limited.value)
         fake.faults.add("malformed", path="/class/list")
         with pytest.raises(PayloadError, match="not JSON"):
             await client.list_classes(1)

@@ -80,7 +80,7 @@ async def request_json(
         raise UpstreamError(service, call, f"connection failed ({type(err).__name__})", transient=True) from None
     finally:
         UPSTREAM_LATENCY.labels(service=service).observe(time.perf_counter() - started)
-    if response.status >= 500:
+    if response.status >= 500 or response.status == 429:  # overloaded or rate-limited: try later
         raise UpstreamError(service, call, f"HTTP {response.status}", transient=True)
     if 300 <= response.status < 400:
         return response.status, None, response
