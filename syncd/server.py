@@ -9,10 +9,10 @@ inside its window is refused as a replay. Every answer — refusals and our own 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TextIO
 
@@ -39,19 +39,24 @@ CONFIG_KEY = web.AppKey("config", Config)
 
 
 class ReplayCache:
-    """Signs seen in the last window; bounded, oldest evicted first."""
+    """Signs seen, each kept until its own timestamp leaves the window (a request stamped in the
+    future stays valid longer, so must its sign); bounded, soonest-expiring evicted first."""
 
     def __init__(self, window_s: float, max_entries: int = 100_000) -> None:
         self._window_s = window_s
         self._max = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._expires: dict[str, float] = {}
+        self._queue: list[tuple[float, str]] = []  # heap of (expires_at, key)
 
-    def seen_before(self, sign: str, now: float) -> bool:
-        while self._seen and (next(iter(self._seen.values())) < now - self._window_s or len(self._seen) > self._max):
-            self._seen.popitem(last=False)
-        if sign in self._seen:
+    def seen_before(self, key: str, timestamp: float, now: float) -> bool:
+        while self._queue and (self._queue[0][0] < now or len(self._queue) > self._max):
+            _, old = heapq.heappop(self._queue)
+            self._expires.pop(old, None)
+        if key in self._expires:
             return True
-        self._seen[sign] = now
+        expires_at = timestamp + self._window_s
+        self._expires[key] = expires_at
+        heapq.heappush(self._queue, (expires_at, key))
         return False
 
 
@@ -123,7 +128,7 @@ def create_app(config: Config, store: Store, *, clock: Callable[[], float] = tim
             return _answer(30006, "验证失败")
         # The sign does not cover the path, so two endpoints asked with the same parameters in
         # the same second share a sign: a replay is the same sign on the same endpoint.
-        if replays.seen_before(f"{name}:{params['sign'].lower()}", now):
+        if replays.seen_before(f"{name}:{params['sign'].lower()}", int(params["timestamp"]), now):
             log.info("pull request refused", endpoint=name, reason="replayed sign")
             return _answer(30006, "验证失败")
         try:

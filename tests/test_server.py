@@ -182,3 +182,13 @@ async def test_a_stale_source_is_unhealthy(tmp_path: Path) -> None:
     assert report["healthy"] is False
     assert report["sources"]["epaas"]["status"] == "stale"
     assert report["sources"]["epaas"]["stale_after_s"] == 3 * 3600
+
+
+async def test_a_future_stamped_sign_cannot_be_replayed_while_it_is_valid() -> None:
+    from syncd.server import ReplayCache
+
+    cache = ReplayCache(window_s=600)
+    assert not cache.seen_before("queryUsers:abc", timestamp=1000 + 500, now=1000)
+    # 700 s later the first sighting is old, but the request's own timestamp is still valid.
+    assert cache.seen_before("queryUsers:abc", timestamp=1000 + 500, now=1700)
+    assert not cache.seen_before("queryUsers:abc", timestamp=3000, now=2200)  # expired, then new

@@ -60,6 +60,7 @@ def test_units_are_hardened_and_use_the_state_directory() -> None:
                         "SystemCallFilter=@system-service", "CapabilityBoundingSet=\n", "LoadCredential="):
             assert setting in text, f"{unit} lacks {setting.strip()}"
         assert "StateDirectory=syncd" in text
+        assert "User=syncd" in text, f"{unit}: units sharing the database need one user name"
     assert "Type=notify" in (REPO / "systemd" / "syncd.service").read_text()
     assert "WatchdogSec=" in (REPO / "systemd" / "syncd.service").read_text()
     assert "--run-once" in (REPO / "systemd" / "syncd-sync.service").read_text()
