@@ -412,7 +412,7 @@ def _plan_text(report: CycleReport, config: Config, out: TextIO) -> None:
             out.write(f"  delete  {user.id}  {user.name}\n")
         for user, reason in diff.held:
             out.write(f"  HELD    {user.id}  {user.name}: {reason}\n")
-        held_ids = {user.id for user, _ in diff.held}
+        held_ids = {user.id for user, _ in diff.held} | {user.id for user in diff.deletes}
         for user_id, count in sorted(diff.missing.items()):
             if user_id in held_ids:
                 continue

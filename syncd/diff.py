@@ -124,14 +124,11 @@ def diff_source(
         count = known.missing_cycles if protected else known.missing_cycles + 1
         if not protected and count >= safety.delete_after_cycles:
             due.append(known.user)
-        else:
-            missing[user_id] = count
+        # Due ones keep their counter too, so a queued, held or dead-lettered deletion is not
+        # withdrawn by the next cycle resetting it to zero.
+        missing[user_id] = count
 
     deletes, held = _apply_safety(due, approved_ids, safety, population=len(acknowledged))
-    for user, _ in held:
-        # A held deletion keeps counting as missing; otherwise its counter would fall back to
-        # zero, it would drop out of the held list next cycle, and an approval would be lost.
-        missing[user.id] = acknowledged[user.id].missing_cycles + 1
 
     statuses: dict[str, ClassStatus] | None = None
     changed = False
