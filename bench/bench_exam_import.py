@@ -22,11 +22,11 @@ from aiohttp import web
 from openpyxl import Workbook
 
 from syncd.config import parse_config
-from syncd.exams import EXAM_ENDPOINTS, import_exam_command
+from syncd.core.model import User
+from syncd.core.signing import signed_query
 from syncd.log import configure_logging
-from syncd.model import User
-from syncd.server import create_app
-from syncd.signing import signed_query
+from syncd.server.app import create_app
+from syncd.server.exams import EXAM_ENDPOINTS, import_exam_command
 from syncd.store import Store
 
 STUDENTS, QUESTIONS = 2000, 40
@@ -38,12 +38,30 @@ def sheets() -> dict[str, list[list[object]]]:
     accounts = [f"cc-{100000 + n}" for n in range(STUDENTS)]
     numbers = [str(q) for q in range(1, QUESTIONS + 1)]
     data: dict[str, list[list[object]]] = {
-        "考试信息": [["项目", "值"], ["考试ID", "bench"], ["标题", "Benchmark exam"], ["年级", 11], ["入学年份", 2025]],
-        "总分": [["账号", *SUBJECTS]] + [[a, *(rng.randint(40, 150) for _ in SUBJECTS)] for a in accounts],
+        "考试信息": [
+            ["项目", "值"],
+            ["考试ID", "bench"],
+            ["标题", "Benchmark exam"],
+            ["年级", 11],
+            ["入学年份", 2025],
+        ],
+        "总分": [["账号", *SUBJECTS]]
+        + [[a, *(rng.randint(40, 150) for _ in SUBJECTS)] for a in accounts],
     }
     for subject in SUBJECTS:
-        data[f"小题结构-{subject}"] = [["题号", "类型", "满分", "卷别", "选做组", "题型", "知识点", "能力"]] + [
-            [n, "客观题" if int(n) <= 20 else "主观题", 5, "一卷" if int(n) <= 20 else "二卷", None, "选择题", "知识点", "理解"]
+        data[f"小题结构-{subject}"] = [
+            ["题号", "类型", "满分", "卷别", "选做组", "题型", "知识点", "能力"]
+        ] + [
+            [
+                n,
+                "客观题" if int(n) <= 20 else "主观题",
+                5,
+                "一卷" if int(n) <= 20 else "二卷",
+                None,
+                "选择题",
+                "知识点",
+                "理解",
+            ]
             for n in numbers
         ]
         data[f"小题分-{subject}"] = [["账号", *numbers]] + [
@@ -76,21 +94,37 @@ async def main() -> None:
         xlsx, folder = write_inputs(base)
         for label, source in (("xlsx", xlsx), ("csv", folder)):
             db = base / f"{label}.db"
-            config = parse_config({"store": {"path": str(db)}, "chengjiyun": {"platform": "p", "key": "bench-key", "org_id": "o"}})
+            config = parse_config(
+                {
+                    "store": {"path": str(db)},
+                    "chengjiyun": {"platform": "p", "key": "bench-key", "org_id": "o"},
+                }
+            )
             async with await Store.open(db) as store, store.write() as conn:
                 await conn.executemany(
                     "INSERT INTO users (id, source, record, hash, acked_at) VALUES (?, 'classcharts', ?, '', 0)",
-                    [(f"cc-{100000 + n}", json.dumps(User(f"cc-{100000 + n}", "P", ("学生",), "classcharts").to_json()))
-                     for n in range(STUDENTS)],
+                    [
+                        (
+                            f"cc-{100000 + n}",
+                            json.dumps(
+                                User(f"cc-{100000 + n}", "P", ("学生",), "classcharts").to_json()
+                            ),
+                        )
+                        for n in range(STUDENTS)
+                    ],
                 )
             started = time.perf_counter()
             import io
 
             out = io.StringIO()
-            code = await import_exam_command(config, SimpleNamespace(paths=[str(source)], dry_run=False), out)
+            code = await import_exam_command(
+                config, SimpleNamespace(paths=[str(source)], dry_run=False), out
+            )
             elapsed = time.perf_counter() - started
             assert code == 0, out.getvalue()
-            print(f"import from {label}: {elapsed:.2f} s for {STUDENTS} students × {len(SUBJECTS)} subjects × {QUESTIONS} questions (target < 10 s)")
+            print(
+                f"import from {label}: {elapsed:.2f} s for {STUDENTS} students × {len(SUBJECTS)} subjects × {QUESTIONS} questions (target < 10 s)"
+            )
 
         async with await Store.open(base / "xlsx.db") as store:
             params = {"examId": "bench", "course": "数学"}
@@ -99,7 +133,9 @@ async def main() -> None:
                 started = time.perf_counter()
                 rows = await EXAM_ENDPOINTS["queryQuestionScore"](store, params)
                 timings.append(time.perf_counter() - started)
-            print(f"queryQuestionScore handler: best {min(timings) * 1000:.0f} ms for {len(rows)} students (target < 200 ms)")
+            print(
+                f"queryQuestionScore handler: best {min(timings) * 1000:.0f} ms for {len(rows)} students (target < 200 ms)"
+            )
             runner = web.AppRunner(create_app(config, store))
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -108,13 +144,19 @@ async def main() -> None:
             http_timings = []
             async with aiohttp.ClientSession() as session:
                 for n in range(5):
-                    query = signed_query({"orgId": "o", "timestamp": int(time.time()) + n, **params}, "bench-key")
+                    query = signed_query(
+                        {"orgId": "o", "timestamp": int(time.time()) + n, **params}, "bench-key"
+                    )
                     started = time.perf_counter()
-                    async with session.get(f"http://127.0.0.1:{port}/queryQuestionScore?{query}") as response:
+                    async with session.get(
+                        f"http://127.0.0.1:{port}/queryQuestionScore?{query}"
+                    ) as response:
                         body = await response.read()
                     http_timings.append(time.perf_counter() - started)
             await runner.cleanup()
-            print(f"queryQuestionScore over HTTP: best {min(http_timings) * 1000:.0f} ms, {len(body) / 1024:.0f} KiB (target < 200 ms)")
+            print(
+                f"queryQuestionScore over HTTP: best {min(http_timings) * 1000:.0f} ms, {len(body) / 1024:.0f} KiB (target < 200 ms)"
+            )
 
 
 if __name__ == "__main__":

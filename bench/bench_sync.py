@@ -17,9 +17,9 @@ from pathlib import Path
 
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import load_config
-from syncd.cycle import run_cycle
+from syncd.engine.cycle import run_cycle
+from syncd.engine.drain import worker_from_config
 from syncd.log import configure_logging
-from syncd.outbox import worker_from_config
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.store import Store
@@ -54,12 +54,15 @@ async def main() -> None:
     per_parent = PUPILS // PARENTS
     for p in range(PARENTS):
         ids = list(range(100_000 + p * per_parent, 100_000 + (p + 1) * per_parent))
-        classcharts.add_parent(p + 1, f"Parent {p}", f"parent{p}@bench.invalid", "bench-password", ids)
+        classcharts.add_parent(
+            p + 1, f"Parent {p}", f"parent{p}@bench.invalid", "bench-password", ids
+        )
     cc_url, cjy_url = await classcharts.start(), await chengjiyun.start()
     with tempfile.TemporaryDirectory() as directory:
         config_path = Path(directory) / "syncd.toml"
         parents = "".join(
-            f'[[classcharts.parents]]\nemail = "parent{p}@bench.invalid"\npassword = "bench-password"\n' for p in range(PARENTS)
+            f'[[classcharts.parents]]\nemail = "parent{p}@bench.invalid"\npassword = "bench-password"\n'
+            for p in range(PARENTS)
         )
         config_path.write_text(
             f'[store]\npath = "{directory}/syncd.db"\n'
@@ -72,20 +75,28 @@ async def main() -> None:
         poll_s, drain_s, counts = await cycle(config_path, chengjiyun)
         requests = counts.get("addUser", 0)
         ideal_s = requests / RATE
-        print(f"first sync: {users:,} users -> {requests} addUser requests (expected ceil({users}/{BATCH}) = {math.ceil(users / BATCH)})")
-        print(f"  poll+map+diff+enqueue {poll_s:.2f} s; drain {drain_s:.2f} s vs requests/rate {ideal_s:.2f} s "
-              f"({(drain_s / ideal_s - 1) * 100:+.1f}%, target within ±10%)")
+        print(
+            f"first sync: {users:,} users -> {requests} addUser requests (expected ceil({users}/{BATCH}) = {math.ceil(users / BATCH)})"
+        )
+        print(
+            f"  poll+map+diff+enqueue {poll_s:.2f} s; drain {drain_s:.2f} s vs requests/rate {ideal_s:.2f} s "
+            f"({(drain_s / ideal_s - 1) * 100:+.1f}%, target within ±10%)"
+        )
 
         poll_s, drain_s, counts = await cycle(config_path, chengjiyun)
-        print(f"no-change cycle: {sum(counts.values())} requests sent (target 0), {poll_s + drain_s:.2f} s in all (target < 3 s)")
+        print(
+            f"no-change cycle: {sum(counts.values())} requests sent (target 0), {poll_s + drain_s:.2f} s in all (target < 3 s)"
+        )
 
         changed = PUPILS // 100
         for n in range(changed):
             classcharts.rename_pupil(100_000 + n * 97 % PUPILS, "Renamed", str(n))
         poll_s, drain_s, counts = await cycle(config_path, chengjiyun)
-        print(f"1%-changed cycle: {changed} renamed -> {counts.get('updateUser', 0)} updateUser requests "
-              f"(expected ceil({changed}/{BATCH}) = {math.ceil(changed / BATCH)}), other requests: "
-              f"{sum(v for k, v in counts.items() if k != 'updateUser')}, {poll_s + drain_s:.2f} s")
+        print(
+            f"1%-changed cycle: {changed} renamed -> {counts.get('updateUser', 0)} updateUser requests "
+            f"(expected ceil({changed}/{BATCH}) = {math.ceil(changed / BATCH)}), other requests: "
+            f"{sum(v for k, v in counts.items() if k != 'updateUser')}, {poll_s + drain_s:.2f} s"
+        )
     await classcharts.stop()
     await chengjiyun.stop()
 

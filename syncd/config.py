@@ -82,7 +82,9 @@ def _resolve_secret(raw: Any) -> Secret:
     if scheme == "env" and rest:
         value = os.environ.get(rest)
         if value is None:
-            raise ValueError(f"environment variable {rest} is not set; export it or write the value in the file")
+            raise ValueError(
+                f"environment variable {rest} is not set; export it or write the value in the file"
+            )
     elif scheme == "file" and rest:
         value = _read_secret_file(Path(rest), f"file {rest}")
     elif scheme == "credential" and rest:
@@ -317,7 +319,9 @@ def parse_config(data: dict[str, Any]) -> Config:
         return Config.model_validate(data)
     except ValidationError as err:
         first = err.errors(include_url=False, include_input=False)[0]
-        loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         raise ConfigError(_error_key(loc), _error_reason(first)) from None
 
 
@@ -327,8 +331,9 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            "", f"config file {path} does not exist; pass --config PATH, set $SYNCD_CONFIG, "
-            "or copy config/syncd.example.toml there"
+            "",
+            f"config file {path} does not exist; pass --config PATH, set $SYNCD_CONFIG, "
+            "or copy config/syncd.example.toml there",
         ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError("", f"config file {path} cannot be read: {err}") from None

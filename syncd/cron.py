@@ -64,13 +64,20 @@ def trigger_from_crontab(expr: str, timezone: Any = None) -> CronTrigger:
     """A CronTrigger for a five-field crontab string, weekdays numbered as cron numbers them."""
     fields = expr.split()
     if len(fields) != 5:
-        raise CronError(f"{expr!r} has {len(fields)} fields; a crontab string has 5 (minute hour day month weekday)")
+        raise CronError(
+            f"{expr!r} has {len(fields)} fields; a crontab string has 5 (minute hour day month weekday)"
+        )
     minute, hour, day, month, weekday = fields
     days = parse_weekdays(weekday)
     day_of_week = "*" if days is None else ",".join(_DAY_NAMES[d] for d in sorted(days))
     try:
         return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=timezone
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=day_of_week,
+            timezone=timezone,
         )
     except ValueError as err:
         raise CronError(f"{expr!r}: {err}") from None
@@ -83,7 +90,9 @@ def interval_s(expr: str, *, samples: int = 8) -> float:
     """
     trigger = trigger_from_crontab(expr, timezone=dt.UTC)
     previous: dt.datetime | None = None
-    now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # a fixed Monday: the answer must not depend on today
+    now = dt.datetime(
+        2026, 1, 5, tzinfo=dt.UTC
+    )  # a fixed Monday: the answer must not depend on today
     current = trigger.get_next_fire_time(None, now)
     longest = 0.0
     for _ in range(samples):

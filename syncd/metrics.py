@@ -18,7 +18,10 @@ __all__ = [
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CYCLES = Counter(
-    "syncd_cycles", "Source polls by outcome (ok, partial, failed, skipped)", ["source", "outcome"], registry=REGISTRY
+    "syncd_cycles",
+    "Source polls by outcome (ok, partial, failed, skipped)",
+    ["source", "outcome"],
+    registry=REGISTRY,
 )
 OPERATIONS = Counter(
     "syncd_operations",
@@ -27,8 +30,12 @@ OPERATIONS = Counter(
     ["kind", "result"],
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("syncd_queue_depth", "Operations waiting in the outbox", ["kind"], registry=REGISTRY)
-HELD_DELETIONS = Gauge("syncd_held_deletions", "Deletions held by the [safety] limits", registry=REGISTRY)
+QUEUE_DEPTH = Gauge(
+    "syncd_queue_depth", "Operations waiting in the outbox", ["kind"], registry=REGISTRY
+)
+HELD_DELETIONS = Gauge(
+    "syncd_held_deletions", "Deletions held by the [safety] limits", registry=REGISTRY
+)
 LAST_SUCCESS = Gauge(
     "syncd_last_success_timestamp_seconds",
     "Unix time of the last successful poll of each source",

@@ -29,7 +29,9 @@ class Sandbox:
     def database(self) -> Path:
         return self.directory / "syncd.db"
 
-    def config(self, *, safety: str = "", batch_size: int = 100, name: str = "syncd.toml", **kwargs: object) -> Path:
+    def config(
+        self, *, safety: str = "", batch_size: int = 100, name: str = "syncd.toml", **kwargs: object
+    ) -> Path:
         path = write_config(
             self.directory / name,
             school=self.school,
@@ -41,7 +43,9 @@ class Sandbox:
             extra=f"[safety]\n{safety}\n" if safety else "",
             **kwargs,  # type: ignore[arg-type]
         )
-        text = path.read_text(encoding="utf-8").replace("batch_size = 100", f"batch_size = {batch_size}")
+        text = path.read_text(encoding="utf-8").replace(
+            "batch_size = 100", f"batch_size = {batch_size}"
+        )
         path.write_text(text, encoding="utf-8")
         return path
 

@@ -30,7 +30,9 @@ async def fake() -> AsyncIterator[FakeChengjiyun]:
 
 
 def client_for(fake: FakeChengjiyun, **kwargs: object) -> ChengjiyunClient:
-    return ChengjiyunClient(base_url=fake.base_url, platform=fake.platform, key=KEY, org_id=fake.org_id, **kwargs)  # type: ignore[arg-type]
+    return ChengjiyunClient(
+        base_url=fake.base_url, platform=fake.platform, key=KEY, org_id=fake.org_id, **kwargs
+    )  # type: ignore[arg-type]
 
 
 STUDENT = {"id": "cc-1", "name": "刘备", "roleList": ["学生"], "grade": 10, "class": 1}
@@ -38,7 +40,9 @@ STUDENT = {"id": "cc-1", "name": "刘备", "roleList": ["学生"], "grade": 10, 
 
 async def test_each_push_changes_the_fake(fake: FakeChengjiyun) -> None:
     async with client_for(fake) as client:
-        assert (await client.add_users([STUDENT, {"id": "ep-1", "name": "孔明", "roleList": ["教师"]}])).ok
+        assert (
+            await client.add_users([STUDENT, {"id": "ep-1", "name": "孔明", "roleList": ["教师"]}])
+        ).ok
         assert fake.users["cc-1"] == STUDENT
         assert (await client.update_users([{"id": "cc-1", "class": 2}])).ok
         assert fake.users["cc-1"]["class"] == 2
@@ -47,7 +51,12 @@ async def test_each_push_changes_the_fake(fake: FakeChengjiyun) -> None:
         assert (await client.delete_users(["ep-1"])).ok
         assert set(fake.users) == {"cc-1"}
     add = fake.requests_to("/addUser")[0]
-    assert add.query["platform"] == fake.platform and set(add.query) == {"platform", "orgId", "timestamp", "sign"}
+    assert add.query["platform"] == fake.platform and set(add.query) == {
+        "platform",
+        "orgId",
+        "timestamp",
+        "sign",
+    }
     assert set(fake.requests_to("/deleteUser")[0].query) == {"orgId", "timestamp", "sign"}
 
 
@@ -68,7 +77,9 @@ async def test_each_push_changes_the_fake(fake: FakeChengjiyun) -> None:
         (404, b"", None, PushOutcome.PERMANENT, None),
     ],
 )
-def test_classification(status: int, body: bytes, retry_after: str | None, outcome: PushOutcome, code: int | None) -> None:
+def test_classification(
+    status: int, body: bytes, retry_after: str | None, outcome: PushOutcome, code: int | None
+) -> None:
     result = classify(status, body, retry_after)
     assert (result.outcome, result.code) == (outcome, code)
     if retry_after:
@@ -79,7 +90,11 @@ async def test_failures_against_the_fake(fake: FakeChengjiyun) -> None:
     async with client_for(fake, timeout_s=0.3) as client:
         fake.faults.add("busy")
         busy = await client.add_users([STUDENT])
-        assert busy.outcome is PushOutcome.TRANSIENT and busy.code == 10002 and "cc-1" not in fake.users
+        assert (
+            busy.outcome is PushOutcome.TRANSIENT
+            and busy.code == 10002
+            and "cc-1" not in fake.users
+        )
         fake.faults.add("status", value=503)
         assert (await client.add_users([STUDENT])).outcome is PushOutcome.TRANSIENT
         fake.faults.add("status", value=429)
@@ -92,7 +107,11 @@ async def test_failures_against_the_fake(fake: FakeChengjiyun) -> None:
         assert slow.outcome is PushOutcome.TRANSIENT and "no answer within" in slow.message
         fake.reject_ids["cc-1"] = "学号重复"
         rejected = await client.add_users([STUDENT])
-        assert rejected.outcome is PushOutcome.PERMANENT and rejected.code == 20002 and "cc-1" in rejected.message
+        assert (
+            rejected.outcome is PushOutcome.PERMANENT
+            and rejected.code == 20002
+            and "cc-1" in rejected.message
+        )
         missing = await client.update_users([{"id": "nobody", "name": "x"}])
         assert missing.outcome is PushOutcome.PERMANENT
 
@@ -101,7 +120,9 @@ async def test_connection_refused_is_transient() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with ChengjiyunClient(base_url=f"http://127.0.0.1:{port}", platform="p", key=KEY, org_id="o") as client:
+    async with ChengjiyunClient(
+        base_url=f"http://127.0.0.1:{port}", platform="p", key=KEY, org_id="o"
+    ) as client:
         result = await client.notify_class_status()
     assert result.outcome is PushOutcome.TRANSIENT and "connection failed" in result.message
 
@@ -119,16 +140,26 @@ async def test_timestamp_is_taken_when_sent(fake: FakeChengjiyun) -> None:
 
 
 async def test_wrong_key_and_org_are_refused(fake: FakeChengjiyun) -> None:
-    async with ChengjiyunClient(base_url=fake.base_url, platform=fake.platform, key="wrong", org_id=fake.org_id) as client:
+    async with ChengjiyunClient(
+        base_url=fake.base_url, platform=fake.platform, key="wrong", org_id=fake.org_id
+    ) as client:
         assert (await client.add_users([STUDENT])).code == 30006
-    async with ChengjiyunClient(base_url=fake.base_url, platform=fake.platform, key=KEY, org_id="other") as client:
+    async with ChengjiyunClient(
+        base_url=fake.base_url, platform=fake.platform, key=KEY, org_id="other"
+    ) as client:
         assert (await client.add_users([STUDENT])).code == 30005
-    async with ChengjiyunClient(base_url=fake.base_url, platform="other", key=KEY, org_id=fake.org_id) as client:
+    async with ChengjiyunClient(
+        base_url=fake.base_url, platform="other", key=KEY, org_id=fake.org_id
+    ) as client:
         assert (await client.add_users([STUDENT])).code == 30005
 
 
-@pytest.mark.parametrize(("mobile", "stage"), [(False, None), (True, None), (False, "高中"), (True, "初中")])
-async def test_sso_links_verify_at_the_portal(fake: FakeChengjiyun, mobile: bool, stage: str | None) -> None:
+@pytest.mark.parametrize(
+    ("mobile", "stage"), [(False, None), (True, None), (False, "高中"), (True, "初中")]
+)
+async def test_sso_links_verify_at_the_portal(
+    fake: FakeChengjiyun, mobile: bool, stage: str | None
+) -> None:
     url = client_for(fake).sso_url("zhiwei_01", mobile=mobile, stage=stage)
     assert ("/mobile-portal/" in url) is mobile
     async with aiohttp.ClientSession() as session, session.get(url) as response:
@@ -157,8 +188,13 @@ async def test_sso_url_command_through_the_cli(fake: FakeChengjiyun, tmp_path: P
         encoding="utf-8",
     )
     result = await asyncio.to_thread(
-        subprocess.run, syncd_command("--config", str(config), "sso-url", "zhiwei_01", "--stage", "高中"),
-        capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False,
+        subprocess.run,
+        syncd_command("--config", str(config), "sso-url", "zhiwei_01", "--stage", "高中"),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()

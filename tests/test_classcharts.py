@@ -69,7 +69,9 @@ async def test_parent_login_and_every_shared_method(fake: FakeClassCharts) -> No
         with pytest.raises(ValueError, match="not linked"):
             client.select_pupil(99)
     login = fake.requests_to("/parent/login")[0]
-    assert b"logintype=existing" in login.body and b"recaptcha-token=no-token-available" in login.body
+    assert (
+        b"logintype=existing" in login.body and b"recaptcha-token=no-token-available" in login.body
+    )
 
 
 async def test_change_password(fake: FakeClassCharts) -> None:
@@ -122,7 +124,9 @@ async def test_persistent_refusal_ends_in_one_relogin_then_an_error(fake: FakeCl
     assert len(redirects) == 2, "the TES redirect must never be followed"
 
 
-async def test_a_call_without_the_login_cookies_is_redirected_and_recovers(fake: FakeClassCharts) -> None:
+async def test_a_call_without_the_login_cookies_is_redirected_and_recovers(
+    fake: FakeClassCharts,
+) -> None:
     async with parent(fake) as client:
         await client.login()
         assert client._session is not None
@@ -179,7 +183,9 @@ async def test_transport_failures(fake: FakeClassCharts) -> None:
         ("get_homeworks", {"display_date": "whenever"}, "display_date must be"),
     ],
 )
-async def test_dates_are_checked_before_any_request(fake: FakeClassCharts, call: str, kwargs: dict[str, Any], message: str) -> None:
+async def test_dates_are_checked_before_any_request(
+    fake: FakeClassCharts, call: str, kwargs: dict[str, Any], message: str
+) -> None:
     async with parent(fake) as client:
         await client.login()
         before = len(fake.requests)
@@ -214,11 +220,19 @@ async def test_secrets_never_reach_errors_or_logs(fake: FakeClassCharts) -> None
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 pupil_like = st.fixed_dictionaries(
-    {}, optional={"id": json_values, "name": json_values, "first_name": json_values, "extra": json_values}
+    {},
+    optional={
+        "id": json_values,
+        "name": json_values,
+        "first_name": json_values,
+        "extra": json_values,
+    },
 )
 
 

@@ -7,17 +7,33 @@ import subprocess
 
 from conftest import subprocess_env, syncd_command
 from syncd.cli import COMMANDS, _resolve
-from syncd.cycle import _Progress
+from syncd.engine.cycle import _Progress
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(syncd_command(*args), capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False)
+    return subprocess.run(
+        syncd_command(*args),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=False,
+    )
 
 
 def test_help_lists_every_command_of_design() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("run", "serve", "plan", "status", "sso-url", "demo", "--run-once", "check-config"):
+    for command in (
+        "run",
+        "serve",
+        "plan",
+        "status",
+        "sso-url",
+        "demo",
+        "--run-once",
+        "check-config",
+    ):
         assert command in result.stdout
 
 

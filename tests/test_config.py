@@ -34,7 +34,12 @@ org_id = "school-1"
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        syncd_command(*args), capture_output=True, text=True, env=subprocess_env(**env), timeout=60, check=False
+        syncd_command(*args),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**env),
+        timeout=60,
+        check=False,
     )
 
 
@@ -70,15 +75,33 @@ def test_config_path_from_environment_variable(tmp_path: Path) -> None:
     [
         pytest.param(None, {}, "does not exist; pass --config PATH", id="missing-file"),
         pytest.param("[chengjiyun\nplatform = 1", {}, "is not valid TOML", id="toml-syntax"),
-        pytest.param(MINIMAL + "colour = 'blue'\n", {}, "chengjiyun.colour: is not a known key", id="unknown-key"),
-        pytest.param(MINIMAL + "[surprise]\n", {}, "surprise: is not a known key", id="unknown-section"),
         pytest.param(
-            MINIMAL + "batch_size = 'lots'\n", {}, "chengjiyun.batch_size: Input should be a valid integer", id="wrong-type"
+            MINIMAL + "colour = 'blue'\n",
+            {},
+            "chengjiyun.colour: is not a known key",
+            id="unknown-key",
         ),
         pytest.param(
-            MINIMAL + "batch_size = 0\n", {}, "chengjiyun.batch_size: Input should be greater than or equal to 1", id="out-of-range"
+            MINIMAL + "[surprise]\n", {}, "surprise: is not a known key", id="unknown-section"
         ),
-        pytest.param("[chengjiyun]\nplatform = 'p'\nkey = 'k1234'\n", {}, "chengjiyun.org_id: is required", id="missing-key"),
+        pytest.param(
+            MINIMAL + "batch_size = 'lots'\n",
+            {},
+            "chengjiyun.batch_size: Input should be a valid integer",
+            id="wrong-type",
+        ),
+        pytest.param(
+            MINIMAL + "batch_size = 0\n",
+            {},
+            "chengjiyun.batch_size: Input should be greater than or equal to 1",
+            id="out-of-range",
+        ),
+        pytest.param(
+            "[chengjiyun]\nplatform = 'p'\nkey = 'k1234'\n",
+            {},
+            "chengjiyun.org_id: is required",
+            id="missing-key",
+        ),
         pytest.param(
             MINIMAL.replace('"literal-key-1"', '"env:SYNCD_TEST_UNSET"'),
             {},
@@ -98,21 +121,35 @@ def test_config_path_from_environment_variable(tmp_path: Path) -> None:
             id="credential-outside-systemd",
         ),
         pytest.param(
-            MINIMAL + "[classcharts]\n[[classcharts.students]]\ncode = 'AB12'\ndob = '2011-09-01'\n",
+            MINIMAL
+            + "[classcharts]\n[[classcharts.students]]\ncode = 'AB12'\ndob = '2011-09-01'\n",
             {},
             "classcharts.students[0].dob: must be a date written DD/MM/YYYY",
             id="bad-dob",
         ),
         pytest.param(
-            MINIMAL + "[schedule]\nepaas = '0 3 * * 9'\n", {}, "schedule.epaas: weekday '9' is not 0-7", id="bad-crontab"
+            MINIMAL + "[schedule]\nepaas = '0 3 * * 9'\n",
+            {},
+            "schedule.epaas: weekday '9' is not 0-7",
+            id="bad-crontab",
         ),
-        pytest.param(MINIMAL + "[server]\nlisten = '8087'\n", {}, 'server.listen: must be "HOST:PORT"', id="bad-listen"),
         pytest.param(
-            MINIMAL + "[classcharts]\nid_prefix = 'cc-'\n", {}, "classcharts: has no [[classcharts.parents]]", id="no-accounts"
+            MINIMAL + "[server]\nlisten = '8087'\n",
+            {},
+            'server.listen: must be "HOST:PORT"',
+            id="bad-listen",
+        ),
+        pytest.param(
+            MINIMAL + "[classcharts]\nid_prefix = 'cc-'\n",
+            {},
+            "classcharts: has no [[classcharts.parents]]",
+            id="no-accounts",
         ),
     ],
 )
-def test_bad_config_is_one_clear_message_and_exit_2(tmp_path: Path, text: str | None, env: dict[str, str], expected: str) -> None:
+def test_bad_config_is_one_clear_message_and_exit_2(
+    tmp_path: Path, text: str | None, env: dict[str, str], expected: str
+) -> None:
     path = tmp_path / "absent.toml" if text is None else write(tmp_path, text)
     result = run_cli("--config", str(path), "check-config", **env)
     assert result.returncode == 2

@@ -48,7 +48,9 @@ def test_bad_weekday_field(field: str) -> None:
         ("0 * * * *", dt.datetime(2026, 11, 23, 10, 1), dt.datetime(2026, 11, 23, 11, 0)),
     ],
 )
-def test_next_fire_time_uses_cron_weekdays(expr: str, after: dt.datetime, expected: dt.datetime) -> None:
+def test_next_fire_time_uses_cron_weekdays(
+    expr: str, after: dt.datetime, expected: dt.datetime
+) -> None:
     trigger = trigger_from_crontab(expr, timezone=dt.UTC)
     fire = trigger.get_next_fire_time(None, after.replace(tzinfo=dt.UTC))
     assert fire == expected.replace(tzinfo=dt.UTC)

@@ -8,15 +8,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.config import SafetyConfig
-from syncd.diff import AckedUser, SourceDiff, diff_source
-from syncd.model import ClassStatus, User
+from syncd.core.diff import AckedUser, SourceDiff, diff_source
+from syncd.core.model import ClassStatus, User
 
 PARENT = "parent:a@x.org"
 OTHER = "parent:b@x.org"
 
 
 def pupil(n: int, name: str | None = None, owner: str = PARENT, **fields: Any) -> User:
-    return User(f"cc-{n}", name or f"Pupil {n}", ("学生",), "classcharts", owners=frozenset({owner}), **fields)
+    return User(
+        f"cc-{n}",
+        name or f"Pupil {n}",
+        ("学生",),
+        "classcharts",
+        owners=frozenset({owner}),
+        **fields,
+    )
 
 
 def diff(
@@ -47,7 +54,9 @@ def diff(
 def test_adds_updates_unchanged() -> None:
     result = diff([pupil(1), pupil(2, "Renamed"), pupil(3)], [pupil(2), pupil(3)])
     assert [u.id for u in result.adds] == ["cc-1"]
-    assert [(u.user.id, u.changes) for u in result.updates] == [("cc-2", {"id": "cc-2", "name": "Renamed"})]
+    assert [(u.user.id, u.changes) for u in result.updates] == [
+        ("cc-2", {"id": "cc-2", "name": "Renamed"})
+    ]
     assert result.unchanged_ids == {"cc-3"}
     assert not result.deletes and not result.held
 
@@ -58,8 +67,22 @@ def test_field_level_changes_only() -> None:
 
 
 def test_a_change_chengjiyun_does_not_take_is_stored_not_sent() -> None:
-    old = User("cc-parent-1", "P", ("家长",), "classcharts", student_list=("cc-1",), owners=frozenset({PARENT}))
-    new = User("cc-parent-1", "P", ("家长",), "classcharts", student_list=("cc-1", "cc-2"), owners=frozenset({PARENT}))
+    old = User(
+        "cc-parent-1",
+        "P",
+        ("家长",),
+        "classcharts",
+        student_list=("cc-1",),
+        owners=frozenset({PARENT}),
+    )
+    new = User(
+        "cc-parent-1",
+        "P",
+        ("家长",),
+        "classcharts",
+        student_list=("cc-1", "cc-2"),
+        owners=frozenset({PARENT}),
+    )
     result = diff([new], [old])
     assert result.updates[0].changes == {"id": "cc-parent-1"}
     assert not result.updates[0].sends
@@ -103,7 +126,9 @@ def test_too_many_deletions_are_all_held_unless_approved() -> None:
     by_fraction = diff(acked[:7], acked, delete_after_cycles=1, max_delete_fraction=0.2)
     assert not by_fraction.deletes and len(by_fraction.held) == 3
     assert "max_delete_fraction = 0.2" in by_fraction.held[0][1]
-    approved = diff(acked[:5], acked, delete_after_cycles=1, max_deletes=4, approved=frozenset({"cc-5", "cc-6"}))
+    approved = diff(
+        acked[:5], acked, delete_after_cycles=1, max_deletes=4, approved=frozenset({"cc-5", "cc-6"})
+    )
     assert [u.id for u in approved.deletes] == ["cc-5", "cc-6"] and len(approved.held) == 3
     within = diff(acked[:8], acked, delete_after_cycles=1, max_delete_fraction=0.2)
     assert len(within.deletes) == 2 and not within.held
@@ -113,8 +138,12 @@ def test_class_status_changes() -> None:
     one = ClassStatus("ep-class-1", 2025, 8, 1, "ep-t1")
     moved = ClassStatus("ep-class-1", 2025, 8, 1, "ep-t2")
     assert diff([], [], statuses={"ep-class-1": one}, stored={}).class_status_changed
-    assert not diff([], [], statuses={"ep-class-1": one}, stored={"ep-class-1": one}).class_status_changed
-    assert diff([], [], statuses={"ep-class-1": moved}, stored={"ep-class-1": one}).class_status_changed
+    assert not diff(
+        [], [], statuses={"ep-class-1": one}, stored={"ep-class-1": one}
+    ).class_status_changed
+    assert diff(
+        [], [], statuses={"ep-class-1": moved}, stored={"ep-class-1": one}
+    ).class_status_changed
     partial = diff([], [], complete=False, statuses={}, stored={"ep-class-1": one})
     assert partial.class_statuses == {"ep-class-1": one} and not partial.class_status_changed
     assert diff([], []).class_statuses is None
@@ -135,7 +164,9 @@ snapshots = st.dictionaries(st.integers(0, 30), names, max_size=20)
 
 
 @given(acked=snapshots, desired=snapshots)
-def test_applying_a_diff_yields_the_desired_state(acked: dict[int, str], desired: dict[int, str]) -> None:
+def test_applying_a_diff_yields_the_desired_state(
+    acked: dict[int, str], desired: dict[int, str]
+) -> None:
     before = {f"cc-{n}": pupil(n, name) for n, name in acked.items()}
     after = {f"cc-{n}": pupil(n, name) for n, name in desired.items()}
     result = diff(list(after.values()), list(before.values()), delete_after_cycles=1)

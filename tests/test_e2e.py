@@ -54,7 +54,9 @@ async def test_changes_send_exactly_one_request_of_each_kind_in_order(sandbox: S
     leaving = sorted(sandbox.school.teachers)[-1]
     sandbox.epaas.remove_teacher(leaving)
     klass = sandbox.school.classes[0]
-    old_head = next(u for u, (kind, _) in sandbox.epaas.classes[klass.id].teachers.items() if kind == 3)
+    old_head = next(
+        u for u, (kind, _) in sandbox.epaas.classes[klass.id].teachers.items() if kind == 3
+    )
     new_head = next(u for u in sorted(sandbox.school.teachers) if u not in (old_head, leaving))
     sandbox.epaas.unassign(klass.id, old_head)
     sandbox.epaas.assign(klass.id, new_head, 3, ["语文"])
@@ -62,7 +64,12 @@ async def test_changes_send_exactly_one_request_of_each_kind_in_order(sandbox: S
     result = await run_syncd(config, "--run-once")
     assert result.returncode == 0, result.stdout + result.stderr
     pushes = sandbox.chengjiyun.pushes[since:]
-    assert [p.endpoint for p in pushes] == ["addUser", "updateUser", "update/classStatus", "deleteUser"]
+    assert [p.endpoint for p in pushes] == [
+        "addUser",
+        "updateUser",
+        "update/classStatus",
+        "deleteUser",
+    ]
     assert all(p.code == 0 for p in pushes)
     assert pushes[0].body == [{"id": "cc-9999", "name": "New Pupil", "roleList": ["学生"]}]
     assert pushes[1].body == [{"id": f"cc-{pupil_id}", "name": "Renamed Pupil"}]
@@ -80,7 +87,9 @@ async def test_transient_failures_converge_without_adding_anyone_twice(sandbox: 
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(sandbox.chengjiyun.users) == sandbox.expected_user_ids()
     assert max(sandbox.chengjiyun.add_count.values()) == 1
-    assert any(p.code == 10002 for p in sandbox.chengjiyun.pushes), "the fault must actually have fired"
+    assert any(p.code == 10002 for p in sandbox.chengjiyun.pushes), (
+        "the fault must actually have fired"
+    )
     settled = len(sandbox.chengjiyun.pushes)
     sandbox.chengjiyun.faults.transient_fraction = 0
     assert (await run_syncd(config, "--run-once")).returncode == 0
@@ -128,7 +137,9 @@ async def test_a_source_returning_nothing_holds_its_deletions(sandbox: Sandbox) 
     assert not teachers & set(sandbox.chengjiyun.users)
 
 
-async def test_a_rejected_record_is_dead_lettered_while_its_batch_goes_through(sandbox: Sandbox) -> None:
+async def test_a_rejected_record_is_dead_lettered_while_its_batch_goes_through(
+    sandbox: Sandbox,
+) -> None:
     config = sandbox.config(batch_size=10)
     bad = f"cc-{sorted(sandbox.school.pupils)[3]}"
     sandbox.chengjiyun.reject_ids[bad] = "学号重复"
@@ -155,7 +166,9 @@ async def test_sigkill_during_a_slow_drain_loses_nothing(sandbox: Sandbox) -> No
     sandbox.chengjiyun.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.3)
     process = await asyncio.create_subprocess_exec(
         *syncd_command("--config", str(config), "--run-once"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=subprocess_env(),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=subprocess_env(),
     )
     for _ in range(200):
         if len(sandbox.chengjiyun.accepted("addUser")) >= 2:

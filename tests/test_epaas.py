@@ -20,7 +20,11 @@ from syncd.clients.epaas import (
 from syncd.exceptions import PayloadError, UpstreamError
 from syncd.sandbox.epaas import FakeEpaas
 
-SECRETS = {"suite_secret": "sandbox-suite-secret", "suite_ticket": "sandbox-ticket", "permanent_code": "sandbox-permanent"}
+SECRETS = {
+    "suite_secret": "sandbox-suite-secret",
+    "suite_ticket": "sandbox-ticket",
+    "permanent_code": "sandbox-permanent",
+}
 
 
 @pytest.fixture
@@ -42,25 +46,43 @@ async def fake() -> AsyncIterator[FakeEpaas]:
 
 
 def client_for(fake: FakeEpaas, **kwargs: Any) -> EpaasClient:
-    return EpaasClient(base_url=fake.base_url, suite_id="sandbox-suite", auth_corpid="sandbox-corp", **SECRETS, **kwargs)
+    return EpaasClient(
+        base_url=fake.base_url,
+        suite_id="sandbox-suite",
+        auth_corpid="sandbox-corp",
+        **SECRETS,
+        **kwargs,
+    )
 
 
 async def test_the_seven_calls(fake: FakeEpaas) -> None:
     async with client_for(fake) as client:
-        assert [(c.id, c.type) for c in await client.get_user_classes("s1", "t1")] == [(1, 3), (3, 4)]
+        assert [(c.id, c.type) for c in await client.get_user_classes("s1", "t1")] == [
+            (1, 3),
+            (3, 4),
+        ]
         assert [c.id for c in await client.list_classes(1)] == [1, 2]
         assert [c.id for c in await client.list_classes(0)] == [1, 2, 3]
         teacher_classes = await client.list_teacher_classes("t2", department_type=1)
         assert [(c.id, c.grade_name, c.org_attribute_name, c.subject) for c in teacher_classes] == [
-            (1, "2025级", "初中", ["数学"]), (2, "2026级", "高中", ["数学", "物理"])]
+            (1, "2025级", "初中", ["数学"]),
+            (2, "2026级", "高中", ["数学", "物理"]),
+        ]
         assert teacher_classes[0].full_path == "/沙盒学校/学生/2025级/一班"
         bare = await client.list_teacher_classes("t2", full_path=False, department_info=False)
         assert bare[0].grade_name is None and bare[0].full_path is None
-        assert [(t.userid, t.type) for t in await client.list_class_teachers(1)] == [("t1", 3), ("t2", 4)]
+        assert [(t.userid, t.type) for t in await client.list_class_teachers(1)] == [
+            ("t1", 3),
+            ("t2", 4),
+        ]
         assert [c.id for c in await client.list_student_classes("s1", department_type=8)] == [3]
-        added = await client.batch_add_class_teachers(2, [TeacherAssignment("t1", 4, ("语文",)), TeacherAssignment("zz", 4)])
+        added = await client.batch_add_class_teachers(
+            2, [TeacherAssignment("t1", 4, ("语文",)), TeacherAssignment("zz", 4)]
+        )
         assert [(r.userid, r.ok) for r in added] == [("t1", True), ("zz", False)]
-        removed = await client.batch_delete_class_teachers(2, [TeacherAssignment("t1", 4), TeacherAssignment("t1", 4)])
+        removed = await client.batch_delete_class_teachers(
+            2, [TeacherAssignment("t1", 4), TeacherAssignment("t1", 4)]
+        )
         assert [(r.ok, r.errmsg) for r in removed] == [(True, "OK"), (False, "班级不存在该教师")]
     assert fake.token_requests == 1, "the corp token is cached"
 
@@ -104,8 +126,14 @@ async def test_persistent_token_rejection_is_a_clear_error(fake: FakeEpaas) -> N
 
 
 async def test_bad_credentials(fake: FakeEpaas) -> None:
-    async with EpaasClient(base_url=fake.base_url, suite_id="sandbox-suite", auth_corpid="sandbox-corp",
-                           suite_secret="wrong-secret", suite_ticket="sandbox-ticket", permanent_code="sandbox-permanent") as client:
+    async with EpaasClient(
+        base_url=fake.base_url,
+        suite_id="sandbox-suite",
+        auth_corpid="sandbox-corp",
+        suite_secret="wrong-secret",
+        suite_ticket="sandbox-ticket",
+        permanent_code="sandbox-permanent",
+    ) as client:
         with pytest.raises(UpstreamError, match="get_suite_token: errcode 40001") as caught:
             await client.list_classes(1)
     assert "wrong-secret" not in str(caught.value)
@@ -147,24 +175,39 @@ async def test_fetch_school_joins_grade_information(fake: FakeEpaas) -> None:
     async with client_for(fake) as client:
         school = await fetch_school(client)
     assert school.complete and not school.warnings
-    assert [(c.id, c.grade_name, c.org_attribute_name, [t.userid for t in c.teachers]) for c in school.classes] == [
-        (1, "2025级", "初中", ["t1", "t2"]), (2, "2026级", "高中", ["t2"])]
+    assert [
+        (c.id, c.grade_name, c.org_attribute_name, [t.userid for t in c.teachers])
+        for c in school.classes
+    ] == [(1, "2025级", "初中", ["t1", "t2"]), (2, "2026级", "高中", ["t2"])]
     asked = [r.query["teacher_userid"] for r in fake.requests_to("/teacher/class/list")]
     assert len(asked) == len(set(asked))
 
 
 def test_grade_name_as_a_list_is_accepted() -> None:
-    record = TeacherClass.model_validate({"id": 1, "class_name": "一班", "userid": "t", "name": "n", "type": 3,
-                                          "grade_name": ["2017级"], "standard_grade": "64"})
+    record = TeacherClass.model_validate(
+        {
+            "id": 1,
+            "class_name": "一班",
+            "userid": "t",
+            "name": "n",
+            "type": 3,
+            "grade_name": ["2017级"],
+            "standard_grade": "64",
+        }
+    )
     assert record.grade_name == "2017级"
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-department = st.fixed_dictionaries({}, optional={"id": json_values, "class_name": json_values, "parentid": json_values})
+department = st.fixed_dictionaries(
+    {}, optional={"id": json_values, "class_name": json_values, "parentid": json_values}
+)
 
 
 @given(items=st.lists(department | json_values, max_size=5) | json_values)

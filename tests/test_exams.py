@@ -17,11 +17,11 @@ from conftest import REPO
 from sandbox_helpers import run_syncd
 from store_helpers import acknowledge
 from syncd.config import parse_config
-from syncd.exams import EXAM_ENDPOINTS, import_exam_command, load_exam
+from syncd.core.model import User
+from syncd.core.signing import signed_query
 from syncd.exceptions import ApiError
-from syncd.model import User
-from syncd.server import create_app
-from syncd.signing import signed_query
+from syncd.server.app import create_app
+from syncd.server.exams import EXAM_ENDPOINTS, import_exam_command, load_exam
 from syncd.store import Store
 
 EXAMPLES = REPO / "config" / "examples" / "exam"
@@ -30,7 +30,9 @@ KNOWN = {u.id for u in STUDENTS}
 KEY, ORG = "exam-key", "school-exam"
 
 EXPECTED = {
-    "queryExam": [{"examId": "2026-mid-g8", "title": "2026学年第一学期期中考试", "grade": 8, "year": 2025}],
+    "queryExam": [
+        {"examId": "2026-mid-g8", "title": "2026学年第一学期期中考试", "grade": 8, "year": 2025}
+    ],
     "queryExamDetail": [
         {"account": "cc-1001", "scores": {"语文": 112, "数学": 118, "英语": 121.5}},
         {"account": "cc-1002", "scores": {"语文": 98, "数学": 136, "英语": 99}},
@@ -38,10 +40,46 @@ EXPECTED = {
     ],
     "queryQuestionList": {"examId": "2026-mid-g8", "courses": ["数学"]},
     "queryQuestionStructure": [
-        {"number": "1", "subjective": "客观题", "score": 5, "scroll": "一卷", "selection": None, "type": "选择题", "knowledge": "有理数", "ability": "理解"},
-        {"number": "2", "subjective": "客观题", "score": 5, "scroll": "一卷", "selection": None, "type": "选择题", "knowledge": "整式", "ability": "掌握"},
-        {"number": "3.a", "subjective": "主观题", "score": 6, "scroll": "二卷", "selection": "A1", "type": "解答题", "knowledge": "一元一次方程", "ability": "应用"},
-        {"number": "3.b", "subjective": "主观题", "score": 6, "scroll": "二卷", "selection": "A1", "type": "解答题", "knowledge": "一元一次方程", "ability": "应用"},
+        {
+            "number": "1",
+            "subjective": "客观题",
+            "score": 5,
+            "scroll": "一卷",
+            "selection": None,
+            "type": "选择题",
+            "knowledge": "有理数",
+            "ability": "理解",
+        },
+        {
+            "number": "2",
+            "subjective": "客观题",
+            "score": 5,
+            "scroll": "一卷",
+            "selection": None,
+            "type": "选择题",
+            "knowledge": "整式",
+            "ability": "掌握",
+        },
+        {
+            "number": "3.a",
+            "subjective": "主观题",
+            "score": 6,
+            "scroll": "二卷",
+            "selection": "A1",
+            "type": "解答题",
+            "knowledge": "一元一次方程",
+            "ability": "应用",
+        },
+        {
+            "number": "3.b",
+            "subjective": "主观题",
+            "score": 6,
+            "scroll": "二卷",
+            "selection": "A1",
+            "type": "解答题",
+            "knowledge": "一元一次方程",
+            "ability": "应用",
+        },
     ],
     "queryQuestionScore": [
         {"account": "cc-1001", "scores": {"1": 5, "2": 5, "3.a": 4.5, "3.b": 6}},
@@ -49,15 +87,22 @@ EXPECTED = {
         {"account": "cc-1003", "scores": {"1": 0, "2": 5, "3.a": 2, "3.b": None}},
     ],
 }
-PARAMS = {"queryExamDetail": {"examId": "2026-mid-g8"}, "queryQuestionList": {"examId": "2026-mid-g8"},
-          "queryQuestionStructure": {"examId": "2026-mid-g8", "course": "数学"},
-          "queryQuestionScore": {"examId": "2026-mid-g8", "course": "数学"}}
+PARAMS = {
+    "queryExamDetail": {"examId": "2026-mid-g8"},
+    "queryQuestionList": {"examId": "2026-mid-g8"},
+    "queryQuestionStructure": {"examId": "2026-mid-g8", "course": "数学"},
+    "queryQuestionScore": {"examId": "2026-mid-g8", "course": "数学"},
+}
 
 
 def config_for(tmp_path: Path) -> Any:
-    return parse_config({"store": {"path": str(tmp_path / "syncd.db")},
-                         "chengjiyun": {"platform": "p", "key": KEY, "org_id": ORG},
-                         "server": {"listen": "127.0.0.1:0"}})
+    return parse_config(
+        {
+            "store": {"path": str(tmp_path / "syncd.db")},
+            "chengjiyun": {"platform": "p", "key": KEY, "org_id": ORG},
+            "server": {"listen": "127.0.0.1:0"},
+        }
+    )
 
 
 @pytest.fixture
@@ -72,12 +117,16 @@ async def run_import(tmp_path: Path, *paths: Path, dry_run: bool = False) -> tup
     import io
 
     out = io.StringIO()
-    code = await import_exam_command(config_for(tmp_path), SimpleNamespace(paths=[str(p) for p in paths], dry_run=dry_run), out)
+    code = await import_exam_command(
+        config_for(tmp_path), SimpleNamespace(paths=[str(p) for p in paths], dry_run=dry_run), out
+    )
     return code, out.getvalue()
 
 
 @pytest.mark.parametrize("source", [EXAMPLES / "exam.xlsx", EXAMPLES / "csv"], ids=["xlsx", "csv"])
-async def test_example_imports_and_every_endpoint_answers_exactly(tmp_path: Path, store: Store, source: Path) -> None:
+async def test_example_imports_and_every_endpoint_answers_exactly(
+    tmp_path: Path, store: Store, source: Path
+) -> None:
     code, output = await run_import(tmp_path, source)
     assert code == 0, output
     assert "imported exam 2026-mid-g8" in output
@@ -95,10 +144,18 @@ async def test_endpoints_through_the_signed_server(tmp_path: Path, store: Store)
     try:
         async with aiohttp.ClientSession() as session:
             for name, expected in EXPECTED.items():
-                query = signed_query({"orgId": ORG, "timestamp": int(time.time()), **PARAMS.get(name, {})}, KEY)
+                query = signed_query(
+                    {"orgId": ORG, "timestamp": int(time.time()), **PARAMS.get(name, {})}, KEY
+                )
                 async with session.get(f"http://127.0.0.1:{port}/{name}?{query}") as response:
-                    assert await response.json() == {"code": 0, "msg": "success", "data": expected}, name
-            query = signed_query({"orgId": ORG, "timestamp": int(time.time()), "examId": "nope"}, KEY)
+                    assert await response.json() == {
+                        "code": 0,
+                        "msg": "success",
+                        "data": expected,
+                    }, name
+            query = signed_query(
+                {"orgId": ORG, "timestamp": int(time.time()), "examId": "nope"}, KEY
+            )
             async with session.get(f"http://127.0.0.1:{port}/queryExamDetail?{query}") as response:
                 assert await response.json() == {"code": 20001, "msg": "没有匹配的数据"}
     finally:
@@ -107,11 +164,16 @@ async def test_endpoints_through_the_signed_server(tmp_path: Path, store: Store)
 
 @pytest.mark.parametrize(
     ("params", "name", "code"),
-    [({}, "queryExamDetail", 30002), ({"examId": "x"}, "queryQuestionList", 20001),
-     ({"examId": "2026-mid-g8", "course": "物理"}, "queryQuestionScore", 20001),
-     ({"examId": "2026-mid-g8"}, "queryQuestionStructure", 30002)],
+    [
+        ({}, "queryExamDetail", 30002),
+        ({"examId": "x"}, "queryQuestionList", 20001),
+        ({"examId": "2026-mid-g8", "course": "物理"}, "queryQuestionScore", 20001),
+        ({"examId": "2026-mid-g8"}, "queryQuestionStructure", 30002),
+    ],
 )
-async def test_unknown_exam_or_course(tmp_path: Path, store: Store, params: dict[str, str], name: str, code: int) -> None:
+async def test_unknown_exam_or_course(
+    tmp_path: Path, store: Store, params: dict[str, str], name: str, code: int
+) -> None:
     await run_import(tmp_path, EXAMPLES / "exam.xlsx")
     with pytest.raises(ApiError) as caught:
         await EXAM_ENDPOINTS[name](store, params)
@@ -130,22 +192,47 @@ def copy_csv(tmp_path: Path, edits: dict[str, list[list[str]]] | None = None) ->
 
 
 SCORES_HEADER = ["账号", "1", "2", "3.a", "3.b"]
-STRUCTURE = [["题号", "类型", "满分", "卷别"], ["1", "客观题", "5", "一卷"], ["2", "客观题", "5", "一卷"],
-             ["3.a", "主观题", "6", "二卷"], ["3.b", "主观题", "6", "二卷"]]
+STRUCTURE = [
+    ["题号", "类型", "满分", "卷别"],
+    ["1", "客观题", "5", "一卷"],
+    ["2", "客观题", "5", "一卷"],
+    ["3.a", "主观题", "6", "二卷"],
+    ["3.b", "主观题", "6", "二卷"],
+]
 
 
 @pytest.mark.parametrize(
     ("edits", "message"),
     [
-        ({"总分": [["账号", "语文"], ["cc-9999", "100"]]}, "总分.csv, row 2, column A: student account 'cc-9999' is not a known student"),
-        ({"总分": [["账号", "语文"], ["cc-1001", "ninety"]]}, "总分.csv, row 2, column B: score 'ninety' is not a number"),
-        ({"小题分-数学": [SCORES_HEADER, ["cc-1001", "5", "5", "7", "1"]]}, "小题分-数学.csv, row 2, column D: score 7 is above question 3.a's full mark 6"),
-        ({"小题结构-数学": [*STRUCTURE, ["2", "客观题", "5", "一卷"]]}, "小题结构-数学.csv, row 6, column A: question 2 already appears on row 3"),
-        ({"小题分-数学": [[*SCORES_HEADER, "4"], ["cc-1001", "5", "5", "1", "1", "2"]]}, "小题分-数学.csv, row 1, column F: question 4 has no row in the structure sheet"),
-        ({"考试信息": [["项目", "值"], ["考试ID", "x"], ["标题", "t"], ["年级", "13"]]}, "考试信息.csv, row 4, column B: grade 13 is outside 1–12"),
+        (
+            {"总分": [["账号", "语文"], ["cc-9999", "100"]]},
+            "总分.csv, row 2, column A: student account 'cc-9999' is not a known student",
+        ),
+        (
+            {"总分": [["账号", "语文"], ["cc-1001", "ninety"]]},
+            "总分.csv, row 2, column B: score 'ninety' is not a number",
+        ),
+        (
+            {"小题分-数学": [SCORES_HEADER, ["cc-1001", "5", "5", "7", "1"]]},
+            "小题分-数学.csv, row 2, column D: score 7 is above question 3.a's full mark 6",
+        ),
+        (
+            {"小题结构-数学": [*STRUCTURE, ["2", "客观题", "5", "一卷"]]},
+            "小题结构-数学.csv, row 6, column A: question 2 already appears on row 3",
+        ),
+        (
+            {"小题分-数学": [[*SCORES_HEADER, "4"], ["cc-1001", "5", "5", "1", "1", "2"]]},
+            "小题分-数学.csv, row 1, column F: question 4 has no row in the structure sheet",
+        ),
+        (
+            {"考试信息": [["项目", "值"], ["考试ID", "x"], ["标题", "t"], ["年级", "13"]]},
+            "考试信息.csv, row 4, column B: grade 13 is outside 1–12",
+        ),
     ],
 )
-async def test_each_validation_error_names_file_row_and_column(tmp_path: Path, store: Store, edits: dict[str, Any], message: str) -> None:
+async def test_each_validation_error_names_file_row_and_column(
+    tmp_path: Path, store: Store, edits: dict[str, Any], message: str
+) -> None:
     folder = copy_csv(tmp_path, edits)
     code, output = await run_import(tmp_path, folder)
     assert code == 1
@@ -162,7 +249,9 @@ async def test_xlsx_problems_name_the_sheet(tmp_path: Path, store: Store) -> Non
     path = tmp_path / "bad.xlsx"
     workbook.save(path)
     exam, problems = load_exam([path], KNOWN)
-    assert [str(p) for p in problems] == ["bad.xlsx, sheet 小题分-数学, row 3, column C: score 'x' is not a number"]
+    assert [str(p) for p in problems] == [
+        "bad.xlsx, sheet 小题分-数学, row 3, column C: score 'x' is not a number"
+    ]
 
 
 async def test_reimport_replaces_and_dry_run_writes_nothing(tmp_path: Path, store: Store) -> None:
@@ -174,7 +263,10 @@ async def test_reimport_replaces_and_dry_run_writes_nothing(tmp_path: Path, stor
     (folder / "小题分-数学.csv").unlink()
     (folder / "小题结构-数学.csv").unlink()
     assert (await run_import(tmp_path, folder))[0] == 0
-    assert await EXAM_ENDPOINTS["queryQuestionList"](store, {"examId": "2026-mid-g8"}) == {"examId": "2026-mid-g8", "courses": []}
+    assert await EXAM_ENDPOINTS["queryQuestionList"](store, {"examId": "2026-mid-g8"}) == {
+        "examId": "2026-mid-g8",
+        "courses": [],
+    }
     assert len(await EXAM_ENDPOINTS["queryExam"](store, {})) == 1
 
 
@@ -189,11 +281,17 @@ async def test_unreadable_files_exit_2(tmp_path: Path, store: Store) -> None:
 
 async def test_cli_import_list_delete(tmp_path: Path, store: Store) -> None:
     config = tmp_path / "syncd.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "syncd.db"}"\n[chengjiyun]\nplatform = "p"\nkey = "{KEY}"\norg_id = "{ORG}"\n')
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "syncd.db"}"\n[chengjiyun]\nplatform = "p"\nkey = "{KEY}"\norg_id = "{ORG}"\n'
+    )
     imported = await run_syncd(config, "import-exam", str(EXAMPLES / "exam.xlsx"))
     assert imported.returncode == 0, imported.stdout + imported.stderr
     listed = await run_syncd(config, "exams")
-    assert "2026-mid-g8" in listed.stdout and "3 students" in listed.stdout and "question scores: 数学" in listed.stdout
+    assert (
+        "2026-mid-g8" in listed.stdout
+        and "3 students" in listed.stdout
+        and "question scores: 数学" in listed.stdout
+    )
     assert (await run_syncd(config, "delete-exam", "2026-mid-g8")).returncode == 0
     missing = await run_syncd(config, "delete-exam", "2026-mid-g8")
     assert missing.returncode == 1 and "no exam" in missing.stdout

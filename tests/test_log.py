@@ -26,13 +26,17 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_exception_message_containing_the_platform_key_is_redacted(json_stream: io.StringIO) -> None:
+def test_exception_message_containing_the_platform_key_is_redacted(
+    json_stream: io.StringIO,
+) -> None:
     password = "a-password-in-a-local"  # noqa: S105 - a local the traceback must not show
     register_secret(password)
     try:
         raise RuntimeError(f"request to https://x/vendor-api?key={PLATFORM_KEY} failed")
     except RuntimeError:
-        get_logger("test").exception("push failed", detail=f"key was {PLATFORM_KEY}", nested={"k": [PLATFORM_KEY]})
+        get_logger("test").exception(
+            "push failed", detail=f"key was {PLATFORM_KEY}", nested={"k": [PLATFORM_KEY]}
+        )
     output = json_stream.getvalue()
     assert PLATFORM_KEY not in output
     assert password not in output
@@ -53,7 +57,10 @@ def test_stdlib_loggers_go_through_the_same_redaction(json_stream: io.StringIO) 
         logging.getLogger("apscheduler.scheduler").error("job raised", exc_info=True)
     output = json_stream.getvalue()
     assert PLATFORM_KEY not in output
-    assert [event["logger"] for event in lines(json_stream)] == ["aiohttp.client", "apscheduler.scheduler"]
+    assert [event["logger"] for event in lines(json_stream)] == [
+        "aiohttp.client",
+        "apscheduler.scheduler",
+    ]
 
 
 def test_session_ids_registered_at_run_time_are_redacted(json_stream: io.StringIO) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from syncd.mapping import (
+from syncd.core.mapping import (
     ClassChartsAccountPoll,
     PupilFacts,
     enrolment_year,
@@ -19,16 +19,32 @@ from syncd.mapping import (
     school_year_start,
     student_account_key,
 )
-from syncd.roster import Roster, RosterRow
+from syncd.core.roster import Roster, RosterRow
 
 
 @pytest.mark.parametrize(
     ("name", "number"),
     [
-        ("一班", 1), ("3班", 3), ("高一(3)班", 3), ("初二（5）班", 5), ("十二班", 12), ("二十一班", 21),
-        ("十班", 10), ("二十班", 20), ("九十九班", 99), ("(10)班", 10), ("高三 12 班", 12), ("7", 7),
-        ("2班", 2), ("初一（十一）班", 11),
-        ("劳动", None), ("美术", None), ("", None), ("零班", None), ("班", None), ("高一", None),
+        ("一班", 1),
+        ("3班", 3),
+        ("高一(3)班", 3),
+        ("初二（5）班", 5),
+        ("十二班", 12),
+        ("二十一班", 21),
+        ("十班", 10),
+        ("二十班", 20),
+        ("九十九班", 99),
+        ("(10)班", 10),
+        ("高三 12 班", 12),
+        ("7", 7),
+        ("2班", 2),
+        ("初一（十一）班", 11),
+        ("劳动", None),
+        ("美术", None),
+        ("", None),
+        ("零班", None),
+        ("班", None),
+        ("高一", None),
     ],
 )
 def test_class_number(name: str, number: int | None) -> None:
@@ -36,14 +52,23 @@ def test_class_number(name: str, number: int | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("grade_name", "year"), [("2017级", 2017), ("2025 级", 2025), ("高中2019级", 2019), ("17级", None), ("", None), (None, None)]
+    ("grade_name", "year"),
+    [
+        ("2017级", 2017),
+        ("2025 级", 2025),
+        ("高中2019级", 2019),
+        ("17级", None),
+        ("", None),
+        (None, None),
+    ],
 )
 def test_enrolment_year(grade_name: str | None, year: int | None) -> None:
     assert enrolment_year(grade_name) == year
 
 
 @pytest.mark.parametrize(
-    ("today", "start"), [(dt.date(2026, 8, 31), 2025), (dt.date(2026, 9, 1), 2026), (dt.date(2027, 1, 15), 2026)]
+    ("today", "start"),
+    [(dt.date(2026, 8, 31), 2025), (dt.date(2026, 9, 1), 2026), (dt.date(2027, 1, 15), 2026)],
 )
 def test_school_year_starts_on_1_september(today: dt.date, start: int) -> None:
     assert school_year_start(today) == start
@@ -107,7 +132,11 @@ def test_epaas_teachers_and_class_statuses() -> None:
     assert set(mapped.users) == {"ep-t1", "ep-t2"}
     assert mapped.users["ep-t1"].pushed() == {"id": "ep-t1", "name": "张三", "roleList": ["教师"]}
     assert mapped.class_statuses["ep-class-1"].served() == {
-        "year": 2025, "grade": 8, "class": 1, "headTeacher": "ep-t1", "subject": 0,
+        "year": 2025,
+        "grade": 8,
+        "class": 1,
+        "headTeacher": "ep-t1",
+        "subject": 0,
         "courseTeacherList": {"语文": "ep-t1", "数学": "ep-t2", "物理": "ep-t2"},
     }
     assert mapped.class_statuses["ep-class-2"].served()["subject"] == 2
@@ -121,7 +150,15 @@ def test_epaas_teachers_and_class_statuses() -> None:
 
 def test_several_head_teachers_and_shared_subjects_are_resolved_with_a_warning() -> None:
     mapped = map_epaas(
-        [Klass(1, "一班", "2025级", "初中", (Teacher("t9", "A", 3, ("语文",)), Teacher("t2", "B", 3, ("语文",))))],
+        [
+            Klass(
+                1,
+                "一班",
+                "2025级",
+                "初中",
+                (Teacher("t9", "A", 3, ("语文",)), Teacher("t2", "B", 3, ("语文",))),
+            )
+        ],
         id_prefix="ep-",
         today=TODAY,
     )
@@ -133,13 +170,27 @@ def test_several_head_teachers_and_shared_subjects_are_resolved_with_a_warning()
 
 
 def test_classcharts_parents_pupils_and_owners() -> None:
-    parent = ClassChartsAccountPoll("parent:mary@x.org", "parent", 10, "Mary Lee", (PupilFacts(1, "Ann Lee"), PupilFacts(2, "Bob Lee")))
-    student = ClassChartsAccountPoll("student:abc", "student", 2, "Bob Lee", (PupilFacts(2, "Bob Lee"),))
+    parent = ClassChartsAccountPoll(
+        "parent:mary@x.org",
+        "parent",
+        10,
+        "Mary Lee",
+        (PupilFacts(1, "Ann Lee"), PupilFacts(2, "Bob Lee")),
+    )
+    student = ClassChartsAccountPoll(
+        "student:abc", "student", 2, "Bob Lee", (PupilFacts(2, "Bob Lee"),)
+    )
     roster = Roster({1: RosterRow(1, school_id="20190101", gender="女", grade=7, class_no=3)})
     mapped = map_classcharts([parent, student], id_prefix="cc-", roster=roster)
     assert set(mapped.users) == {"cc-1", "cc-2", "cc-parent-10"}
     assert mapped.users["cc-1"].pushed() == {
-        "id": "cc-1", "name": "Ann Lee", "roleList": ["学生"], "schoolId": "20190101", "gender": "女", "grade": 7, "class": 3,
+        "id": "cc-1",
+        "name": "Ann Lee",
+        "roleList": ["学生"],
+        "schoolId": "20190101",
+        "gender": "女",
+        "grade": 7,
+        "class": 3,
     }
     assert mapped.users["cc-parent-10"].served()["studentList"] == ["cc-1", "cc-2"]
     assert "studentList" not in mapped.users["cc-parent-10"].pushed()
@@ -149,7 +200,8 @@ def test_classcharts_parents_pupils_and_owners() -> None:
 
 def test_empty_names_are_skipped_with_a_warning() -> None:
     mapped = map_classcharts(
-        [ClassChartsAccountPoll("parent:a", "parent", 1, " ", (PupilFacts(5, ""),))], id_prefix="cc-"
+        [ClassChartsAccountPoll("parent:a", "parent", 1, " ", (PupilFacts(5, ""),))],
+        id_prefix="cc-",
     )
     assert mapped.users == {}
     assert len(mapped.warnings) == 2
@@ -159,4 +211,6 @@ def test_account_keys_hold_no_secret() -> None:
     assert parent_account_key(" Mary@X.org ") == "parent:mary@x.org"
     key = student_account_key("abcd1234", "pepper")
     assert key.startswith("student:") and "ABCD1234" not in key.upper().replace("STUDENT:", "")
-    assert key == student_account_key("ABCD1234", "pepper") != student_account_key("ABCD1234", "other")
+    assert (
+        key == student_account_key("ABCD1234", "pepper") != student_account_key("ABCD1234", "other")
+    )

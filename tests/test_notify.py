@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.notify import SystemdNotifier, watchdog_loop
+from syncd.engine.notify import SystemdNotifier, watchdog_loop
 
 
 @pytest.fixture
@@ -66,7 +66,9 @@ def test_watchdog_interval(env: dict[str, str], interval: float | None) -> None:
 
 
 async def test_watchdog_loop_pings_until_stopped(systemd_socket: socket.socket) -> None:
-    notifier = SystemdNotifier({"NOTIFY_SOCKET": systemd_socket.getsockname(), "WATCHDOG_USEC": "40000"})
+    notifier = SystemdNotifier(
+        {"NOTIFY_SOCKET": systemd_socket.getsockname(), "WATCHDOG_USEC": "40000"}
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(watchdog_loop(notifier, stop))
     await asyncio.sleep(0.15)

@@ -11,9 +11,9 @@ import pytest
 
 from syncd.clients.chengjiyun import ChengjiyunClient
 from syncd.config import SafetyConfig
-from syncd.diff import diff_source
-from syncd.model import ClassStatus, User
-from syncd.outbox import OutboxWorker, backoff_s
+from syncd.core.diff import diff_source
+from syncd.core.model import ClassStatus, User
+from syncd.engine.drain import OutboxWorker, backoff_s
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.store import Store
 
@@ -35,25 +35,44 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def pupils(n: int, *, renamed: int | None = None) -> dict[str, User]:
     return {
-        f"cc-{i}": User(f"cc-{i}", "Renamed" if i == renamed else f"Pupil {i}", ("学生",), "classcharts")
+        f"cc-{i}": User(
+            f"cc-{i}", "Renamed" if i == renamed else f"Pupil {i}", ("学生",), "classcharts"
+        )
         for i in range(n)
     }
 
 
-async def enqueue(store: Store, desired: dict[str, User], statuses: dict[str, ClassStatus] | None = None) -> dict[str, int]:
+async def enqueue(
+    store: Store, desired: dict[str, User], statuses: dict[str, ClassStatus] | None = None
+) -> dict[str, int]:
     diff = diff_source(
-        source="classcharts", desired=desired, acknowledged=await store.acknowledged("classcharts"),
-        complete=True, failed_owners=frozenset(), approved_ids=frozenset(),
+        source="classcharts",
+        desired=desired,
+        acknowledged=await store.acknowledged("classcharts"),
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
         safety=SafetyConfig(delete_after_cycles=1, max_delete_fraction=1.0),
-        desired_class_statuses=statuses, stored_class_statuses=await store.stored_class_statuses(),
+        desired_class_statuses=statuses,
+        stored_class_statuses=await store.stored_class_statuses(),
     )
     return await store.apply_diff(diff, desired)
 
 
-def worker(store: Store, fake: FakeChengjiyun, **kwargs: object) -> tuple[OutboxWorker, ChengjiyunClient]:
-    client = ChengjiyunClient(base_url=fake.base_url, platform=fake.platform, key=fake.key, org_id=fake.org_id)
-    options = {"batch_size": 100, "requests_per_second": 500, "max_attempts": 5, "retry_base_s": 0.01,
-               "retry_max_s": 0.05, "rng": random.Random(1)}
+def worker(
+    store: Store, fake: FakeChengjiyun, **kwargs: object
+) -> tuple[OutboxWorker, ChengjiyunClient]:
+    client = ChengjiyunClient(
+        base_url=fake.base_url, platform=fake.platform, key=fake.key, org_id=fake.org_id
+    )
+    options = {
+        "batch_size": 100,
+        "requests_per_second": 500,
+        "max_attempts": 5,
+        "retry_base_s": 0.01,
+        "retry_max_s": 0.05,
+        "rng": random.Random(1),
+    }
     options.update(kwargs)
     return OutboxWorker(store, client, **options), client  # type: ignore[arg-type]
 
@@ -73,21 +92,34 @@ async def test_batches_and_order(store: Store, fake: FakeChengjiyun) -> None:
     before = len(fake.pushes)
     await w.drain()
     await client.close()
-    assert [p.endpoint for p in fake.pushes[before:]] == ["updateUser", "update/classStatus", "deleteUser"]
+    assert [p.endpoint for p in fake.pushes[before:]] == [
+        "updateUser",
+        "update/classStatus",
+        "deleteUser",
+    ]
     assert len(fake.users) == 249 and fake.users["cc-3"]["name"] == "Renamed"
 
 
-async def test_rerunning_the_same_diff_enqueues_nothing_twice(store: Store, fake: FakeChengjiyun) -> None:
+async def test_rerunning_the_same_diff_enqueues_nothing_twice(
+    store: Store, fake: FakeChengjiyun
+) -> None:
     assert (await enqueue(store, pupils(5)))["addUser"] == 5
     assert (await enqueue(store, pupils(5)))["addUser"] == 5  # replaces, does not add
     assert (await store.queue_depth()) == {"addUser": 5}
     w, client = worker(store, fake)
     await w.drain()
-    assert (await enqueue(store, pupils(5))) == {"addUser": 0, "updateUser": 0, "deleteUser": 0, "classStatus": 0}
+    assert (await enqueue(store, pupils(5))) == {
+        "addUser": 0,
+        "updateUser": 0,
+        "deleteUser": 0,
+        "classStatus": 0,
+    }
     await client.close()
 
 
-async def test_transient_failures_retry_to_an_exact_state(store: Store, fake: FakeChengjiyun) -> None:
+async def test_transient_failures_retry_to_an_exact_state(
+    store: Store, fake: FakeChengjiyun
+) -> None:
     fake.faults.transient_fraction = 0.3
     await enqueue(store, pupils(120))
     w, client = worker(store, fake, batch_size=10, max_attempts=20)
@@ -116,11 +148,22 @@ async def test_a_bad_record_is_isolated_by_splitting(store: Store, fake: FakeChe
     report = await w.drain()
     await client.close()
     assert set(fake.users) == set(pupils(10)) - {"cc-6"}
-    assert report.dead == [{"kind": "addUser", "record_id": "cc-6", "code": 20002, "reason": "code 20002: 数据无效: cc-6: 数据重复"}]
-    assert report.requests == 1 + 2 + 2 + 2  # whole, halves, quarters, the single bad one and its neighbour
+    assert report.dead == [
+        {
+            "kind": "addUser",
+            "record_id": "cc-6",
+            "code": 20002,
+            "reason": "code 20002: 数据无效: cc-6: 数据重复",
+        }
+    ]
+    assert (
+        report.requests == 1 + 2 + 2 + 2
+    )  # whole, halves, quarters, the single bad one and its neighbour
     assert [d["record_id"] for d in await store.dead_letters()] == ["cc-6"]
     assert "cc-6" not in {u["id"] for u in await store.served_users()}
-    assert (await enqueue(store, pupils(10)))["addUser"] == 0, "an identical dead operation is not re-sent every cycle"
+    assert (await enqueue(store, pupils(10)))["addUser"] == 0, (
+        "an identical dead operation is not re-sent every cycle"
+    )
 
 
 async def test_gives_up_after_max_attempts(store: Store, fake: FakeChengjiyun) -> None:
@@ -134,7 +177,9 @@ async def test_gives_up_after_max_attempts(store: Store, fake: FakeChengjiyun) -
     assert len(fake.pushes) == 3
 
 
-async def test_snapshot_advances_only_on_acknowledgement(store: Store, fake: FakeChengjiyun) -> None:
+async def test_snapshot_advances_only_on_acknowledgement(
+    store: Store, fake: FakeChengjiyun
+) -> None:
     await enqueue(store, pupils(3))
     assert await store.served_users() == []
     fake.faults.add("delay", value=0.5)
@@ -173,7 +218,9 @@ async def test_a_cancelled_drain_loses_nothing(tmp_path: Path, fake: FakeChengji
     await reopened.close()
 
 
-async def test_claim_skips_what_the_snapshot_already_reflects(store: Store, fake: FakeChengjiyun) -> None:
+async def test_claim_skips_what_the_snapshot_already_reflects(
+    store: Store, fake: FakeChengjiyun
+) -> None:
     await enqueue(store, pupils(3))
     w, client = worker(store, fake)
     await w.drain()
@@ -183,7 +230,9 @@ async def test_claim_skips_what_the_snapshot_already_reflects(store: Store, fake
             "INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at) "
             "SELECT 'addUser', id, record, record, hash, source, 0 FROM users"
         )
-        await db.execute("INSERT INTO outbox (kind, record_id, payload, source, created_at) VALUES ('deleteUser', 'cc-99', '\"cc-99\"', 'classcharts', 0)")
+        await db.execute(
+            "INSERT INTO outbox (kind, record_id, payload, source, created_at) VALUES ('deleteUser', 'cc-99', '\"cc-99\"', 'classcharts', 0)"
+        )
     before = len(fake.pushes)
     report = await w.drain()
     await client.close()
@@ -211,5 +260,5 @@ async def test_run_forever_wakes_and_stops(store: Store, fake: FakeChengjiyun) -
 def test_backoff_is_full_jitter_under_the_cap(attempts: int) -> None:
     rng = random.Random(attempts)
     values = [backoff_s(attempts, base_s=1.0, max_s=60.0, rng=rng) for _ in range(200)]
-    assert all(0 <= v <= min(60.0, 2.0 ** attempts) for v in values)
-    assert max(values) > 0.5 * min(60.0, 2.0 ** attempts)
+    assert all(0 <= v <= min(60.0, 2.0**attempts) for v in values)
+    assert max(values) > 0.5 * min(60.0, 2.0**attempts)

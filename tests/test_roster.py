@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from syncd.core.roster import load_roster
 from syncd.exceptions import ConfigError
-from syncd.roster import load_roster
 
 
 def write(tmp_path: Path, text: str, bom: bool = False) -> Path:
@@ -17,9 +17,16 @@ def write(tmp_path: Path, text: str, bom: bool = False) -> Path:
 
 
 def test_loads_with_bom_and_chinese_headers(tmp_path: Path) -> None:
-    roster = load_roster(write(tmp_path, "pupil_id,学号,性别,年级,班级\n1001,20250001,男,7,3\n1002,,,,\n", bom=True))
+    roster = load_roster(
+        write(tmp_path, "pupil_id,学号,性别,年级,班级\n1001,20250001,男,7,3\n1002,,,,\n", bom=True)
+    )
     row = roster.overrides_for(1001)
-    assert row is not None and (row.school_id, row.gender, row.grade, row.class_no) == ("20250001", "男", 7, 3)
+    assert row is not None and (row.school_id, row.gender, row.grade, row.class_no) == (
+        "20250001",
+        "男",
+        7,
+        3,
+    )
     empty = roster.overrides_for(1002)
     assert empty is not None and empty.school_id is None and empty.grade is None
     assert roster.overrides_for(9) is None

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import subprocess_env, syncd_command
 from sandbox_helpers import Sandbox, start_sandbox, stop_sandbox
-from syncd.signing import sign
+from syncd.core.signing import sign
 from syncd.store import Store
 
 
@@ -39,7 +39,9 @@ async def wait_for(condition, timeout_s: float = 30.0) -> None:  # type: ignore[
         await asyncio.sleep(0.05)
 
 
-async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(sandbox: Sandbox, tmp_path: Path) -> None:
+async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     port = free_port()
     config = sandbox.config(listen=f"127.0.0.1:{port}")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -56,18 +58,30 @@ async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(sandbox: Sandbox, t
 
     process = await asyncio.create_subprocess_exec(
         *syncd_command("--config", str(config), "run"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env=subprocess_env(NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC="400000"),
     )
     try:
         await wait_for(lambda: "READY=1" in drain_notify())
         expected = sandbox.expected_user_ids()
-        await wait_for(lambda: set(sandbox.chengjiyun.users) == expected and sandbox.chengjiyun.class_status_notifies == 1)
+        await wait_for(
+            lambda: (
+                set(sandbox.chengjiyun.users) == expected
+                and sandbox.chengjiyun.class_status_notifies == 1
+            )
+        )
 
-        params = {"orgId": sandbox.chengjiyun.org_id, "role": "教师", "timestamp": str(int(time.time()))}
+        params = {
+            "orgId": sandbox.chengjiyun.org_id,
+            "role": "教师",
+            "timestamp": str(int(time.time())),
+        }
         params["sign"] = sign(params, sandbox.chengjiyun.key)
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/queryUsers", params=params) as response:
+            async with session.get(
+                f"http://127.0.0.1:{port}/queryUsers", params=params
+            ) as response:
                 body = await response.json()
             async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
                 health = await response.json()
@@ -84,7 +98,9 @@ async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(sandbox: Sandbox, t
             await process.wait()
     assert process.returncode == 0
     assert "STOPPING=1" in drain_notify()
-    events = [json.loads(line)["event"] for line in stdout.decode().splitlines() if line.startswith("{")]
+    events = [
+        json.loads(line)["event"] for line in stdout.decode().splitlines() if line.startswith("{")
+    ]
     assert "syncd started" in events and "syncd stopped" in events
     async with await Store.open(sandbox.database, readonly=True) as store:
         assert await store.queue_depth() == {}
@@ -94,7 +110,9 @@ async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(sandbox: Sandbox, t
 async def run_briefly(config: Path, *args: str, settle_s: float = 2.0) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         *syncd_command("--config", str(config), *args),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=subprocess_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=subprocess_env(),
     )
     await asyncio.sleep(settle_s)
     process.send_signal(signal.SIGTERM)
@@ -112,10 +130,16 @@ async def test_a_pause_range_means_no_polling_and_no_pushing(sandbox: Sandbox) -
     code, stdout = await run_briefly(config, "run")
     assert code == 0
     assert "pause range begins" in stdout
-    assert sandbox.classcharts.requests == [] and sandbox.epaas.requests == [] and sandbox.chengjiyun.requests == []
+    assert (
+        sandbox.classcharts.requests == []
+        and sandbox.epaas.requests == []
+        and sandbox.chengjiyun.requests == []
+    )
 
     once = await asyncio.create_subprocess_exec(
-        *syncd_command("--config", str(config), "--run-once"), stdout=asyncio.subprocess.PIPE, env=subprocess_env()
+        *syncd_command("--config", str(config), "--run-once"),
+        stdout=asyncio.subprocess.PIPE,
+        env=subprocess_env(),
     )
     out, _ = await once.communicate()
     assert once.returncode == 0 and "pause range" in out.decode()
@@ -127,13 +151,18 @@ async def test_serve_answers_and_stops_cleanly(sandbox: Sandbox) -> None:
     config = sandbox.config(listen=f"127.0.0.1:{port}")
     process = await asyncio.create_subprocess_exec(
         *syncd_command("--config", str(config), "serve"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=subprocess_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=subprocess_env(),
     )
     try:
         body = None
         for _ in range(100):
             try:
-                async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{port}/healthz") as response,
+                ):
                     body = await response.json()
                 break
             except aiohttp.ClientConnectionError:
@@ -149,15 +178,17 @@ async def test_serve_answers_and_stops_cleanly(sandbox: Sandbox) -> None:
     assert sandbox.chengjiyun.requests == [], "serve alone never pushes"
 
 
-async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(sandbox: Sandbox, tmp_path: Path) -> None:
+async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
     import io
     import logging
 
     from syncd.clients.chengjiyun import client_from_config
     from syncd.config import load_config
+    from syncd.engine.daemon import Daemon
+    from syncd.engine.drain import worker_from_config
     from syncd.log import configure_logging
-    from syncd.outbox import worker_from_config
-    from syncd.service import Daemon
 
     config = load_config(sandbox.config())
     sandbox.epaas.corp["permanent_code"] = "revoked"
@@ -166,7 +197,10 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(sa
     stream = io.StringIO()
     configure_logging(json_output=True, stream=stream, level="INFO")
     try:
-        async with await Store.open(config.store.path) as store, client_from_config(config) as client:
+        async with (
+            await Store.open(config.store.path) as store,
+            client_from_config(config) as client,
+        ):
             daemon.store, daemon.worker = store, worker_from_config(config, store, client)
             for _ in range(3):
                 await daemon._poll("epaas")
@@ -180,9 +214,15 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(sa
     finally:
         logging.getLogger().handlers.clear()
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
-    about_epaas = [(e["level"], e["event"]) for e in events if e.get("source") == "epaas" and e["event"].startswith("source")]
+    about_epaas = [
+        (e["level"], e["event"])
+        for e in events
+        if e.get("source") == "epaas" and e["event"].startswith("source")
+    ]
     skipped = [e for e in events if e["event"] == "record skipped or adjusted"]
-    assert len(skipped) == len({e["detail"] for e in skipped}), "a skipped record is reported once, not every poll"
+    assert len(skipped) == len({e["detail"] for e in skipped}), (
+        "a skipped record is reported once, not every poll"
+    )
     assert about_epaas == [
         ("warning", "source failed; retrying on its schedule"),
         ("error", "source is failing; polling it with back-off until it recovers"),

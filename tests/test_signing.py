@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from syncd.signing import API_WINDOW_S, SSO_WINDOW_S, sign, signed_query, verify
+from syncd.core.signing import API_WINDOW_S, SSO_WINDOW_S, sign, signed_query, verify
 
 KEY = "platform-key"
 
@@ -19,12 +19,18 @@ def php(string: str) -> str:
 @pytest.mark.parametrize(
     ("params", "string"),
     [
-        ({"orgId": "testapi", "timestamp": 1700000000}, "orgId=testapi&timestamp=1700000000&key=platform-key"),
+        (
+            {"orgId": "testapi", "timestamp": 1700000000},
+            "orgId=testapi&timestamp=1700000000&key=platform-key",
+        ),
         (
             {"orgId": "testapi", "account": "zhiwei_01", "type": "高中", "timestamp": 1700000000},
             "account=zhiwei_01&orgId=testapi&timestamp=1700000000&type=高中&key=platform-key",
         ),
-        ({"timestamp": "1", "role": "学生", "orgId": "s"}, "orgId=s&role=学生&timestamp=1&key=platform-key"),
+        (
+            {"timestamp": "1", "role": "学生", "orgId": "s"},
+            "orgId=s&role=学生&timestamp=1&key=platform-key",
+        ),
         (
             {"orgId": "s", "examId": "233", "course": "语文", "timestamp": "5"},
             "course=语文&examId=233&orgId=s&timestamp=5&key=platform-key",

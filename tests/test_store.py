@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from syncd.config import SafetyConfig
-from syncd.diff import SourceDiff, diff_source
-from syncd.model import User
+from syncd.core.diff import SourceDiff, diff_source
+from syncd.core.model import User
 from syncd.store import SCHEMA_VERSION, Store, StoreError
 
 
@@ -47,8 +47,15 @@ async def test_apply_diff_is_one_transaction(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "syncd.db") as store:
         users = {f"cc-{i}": User(f"cc-{i}", f"P{i}", ("学生",), "classcharts") for i in range(3)}
         good = diff_source(
-            source="classcharts", desired=users, acknowledged={}, complete=True, failed_owners=frozenset(),
-            approved_ids=frozenset(), safety=SafetyConfig(), desired_class_statuses=None, stored_class_statuses={},
+            source="classcharts",
+            desired=users,
+            acknowledged={},
+            complete=True,
+            failed_owners=frozenset(),
+            approved_ids=frozenset(),
+            safety=SafetyConfig(),
+            desired_class_statuses=None,
+            stored_class_statuses={},
         )
         broken = SourceDiff(source="classcharts", adds=(*good.adds, "not a user"))  # type: ignore[arg-type]
         with pytest.raises(AttributeError):
@@ -68,4 +75,8 @@ async def test_record_poll_marks_failing_after_three_and_recovers(tmp_path: Path
         assert state["consecutive_failures"] == 3 and state["last_error"] == "boom 2"
         await store.record_poll("epaas", ok=True, error=None, now=200.0)
         state = (await store.source_states())["epaas"]
-        assert (state["state"], state["consecutive_failures"], state["last_success_at"]) == ("ok", 0, 200.0)
+        assert (state["state"], state["consecutive_failures"], state["last_success_at"]) == (
+            "ok",
+            0,
+            200.0,
+        )

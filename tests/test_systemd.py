@@ -11,9 +11,17 @@ import pytest
 
 from conftest import REPO
 
-UNITS = ["syncd.service", "syncd@.service", "syncd-serve.service", "syncd-sync.service", "syncd-sync.timer"]
+UNITS = [
+    "syncd.service",
+    "syncd@.service",
+    "syncd-serve.service",
+    "syncd-sync.service",
+    "syncd-sync.timer",
+]
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed on this machine")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed on this machine"
+)
 
 
 def staged(tmp_path: Path) -> Path:
@@ -34,8 +42,12 @@ def test_units_verify(tmp_path: Path, unit: str) -> None:
     target = directory / (unit.replace("@.", "@school1.") if "@." in unit else unit)
     if "@." in unit:
         (directory / unit).rename(target)
-    result = subprocess.run([ANALYZE, "verify", str(target)], capture_output=True, text=True, check=False, timeout=60)
-    problems = [line for line in result.stderr.splitlines() if str(directory) in line or "syncd" in line]
+    result = subprocess.run(
+        [ANALYZE, "verify", str(target)], capture_output=True, text=True, check=False, timeout=60
+    )
+    problems = [
+        line for line in result.stderr.splitlines() if str(directory) in line or "syncd" in line
+    ]
     assert result.returncode == 0 and not problems, result.stderr
 
 
@@ -44,7 +56,10 @@ def test_units_verify(tmp_path: Path, unit: str) -> None:
 def test_security_exposure_is_ok(unit: str) -> None:
     result = subprocess.run(
         [ANALYZE, "security", "--offline=true", str(REPO / "systemd" / unit)],
-        capture_output=True, text=True, check=False, timeout=60,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
     assert match, result.stdout + result.stderr
@@ -55,9 +70,18 @@ def test_security_exposure_is_ok(unit: str) -> None:
 def test_units_are_hardened_and_use_the_state_directory() -> None:
     for unit in [u for u in UNITS if u.endswith(".service")]:
         text = (REPO / "systemd" / unit).read_text()
-        for setting in ("DynamicUser=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
-                        "PrivateDevices=yes", "NoNewPrivileges=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-                        "SystemCallFilter=@system-service", "CapabilityBoundingSet=\n", "LoadCredential="):
+        for setting in (
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "PrivateDevices=yes",
+            "NoNewPrivileges=yes",
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+            "SystemCallFilter=@system-service",
+            "CapabilityBoundingSet=\n",
+            "LoadCredential=",
+        ):
             assert setting in text, f"{unit} lacks {setting.strip()}"
         assert "StateDirectory=syncd" in text
         assert "User=syncd" in text, f"{unit}: units sharing the database need one user name"

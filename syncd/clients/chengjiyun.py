@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from syncd.clients._http import SessionClient
+from syncd.clients.transport import SessionClient
+from syncd.core.signing import sign
 from syncd.metrics import UPSTREAM_LATENCY
-from syncd.signing import sign
 
 __all__ = [
     "TRANSIENT_CODES",
@@ -67,9 +67,21 @@ def _retry_after(value: str | None) -> float | None:
 def classify(http_status: int, body: bytes, retry_after: str | None = None) -> PushResult:
     """Turn one HTTP answer into a PushResult (pure, so every branch is tested directly)."""
     if http_status == 429:
-        return PushResult(PushOutcome.TRANSIENT, None, "HTTP 429 too many requests", 429, _retry_after(retry_after))
+        return PushResult(
+            PushOutcome.TRANSIENT,
+            None,
+            "HTTP 429 too many requests",
+            429,
+            _retry_after(retry_after),
+        )
     if http_status >= 500:
-        return PushResult(PushOutcome.TRANSIENT, None, f"HTTP {http_status}", http_status, _retry_after(retry_after))
+        return PushResult(
+            PushOutcome.TRANSIENT,
+            None,
+            f"HTTP {http_status}",
+            http_status,
+            _retry_after(retry_after),
+        )
     if http_status >= 400:
         return PushResult(PushOutcome.PERMANENT, None, f"HTTP {http_status}", http_status)
     try:
@@ -78,7 +90,9 @@ def classify(http_status: int, body: bytes, retry_after: str | None = None) -> P
         msg = str(data.get("msg", ""))
     except (ValueError, KeyError, TypeError):
         snippet = body[:80].decode("utf-8", "replace")
-        return PushResult(PushOutcome.PERMANENT, None, f"answer is not Chengjiyun JSON: {snippet!r}", http_status)
+        return PushResult(
+            PushOutcome.PERMANENT, None, f"answer is not Chengjiyun JSON: {snippet!r}", http_status
+        )
     if code == 0:
         return PushResult(PushOutcome.OK, 0, msg or "success", http_status)
     outcome = PushOutcome.TRANSIENT if code in TRANSIENT_CODES else PushOutcome.PERMANENT
@@ -111,19 +125,29 @@ class ChengjiyunClient(SessionClient):
         signed = {**params, "sign": sign(params, self._key)}
         return {"platform": self._platform, **signed} if with_platform else signed
 
-    async def _send(self, method: str, endpoint: str, body: Any = None, *, with_platform: bool = False) -> PushResult:
+    async def _send(
+        self, method: str, endpoint: str, body: Any = None, *, with_platform: bool = False
+    ) -> PushResult:
         url = f"{self._base_url}/vendor-api/{endpoint}"
         started = time.perf_counter()
         try:
             async with self._http().request(
-                method, url, params=self._signed_params(with_platform=with_platform), json=body, allow_redirects=False
+                method,
+                url,
+                params=self._signed_params(with_platform=with_platform),
+                json=body,
+                allow_redirects=False,
             ) as response:
                 payload = await response.read()
                 result = classify(response.status, payload, response.headers.get("Retry-After"))
         except TimeoutError:
-            result = PushResult(PushOutcome.TRANSIENT, None, f"no answer within {self._timeout_s:g} s")
+            result = PushResult(
+                PushOutcome.TRANSIENT, None, f"no answer within {self._timeout_s:g} s"
+            )
         except aiohttp.ClientError as err:
-            result = PushResult(PushOutcome.TRANSIENT, None, f"connection failed: {type(err).__name__}")
+            result = PushResult(
+                PushOutcome.TRANSIENT, None, f"connection failed: {type(err).__name__}"
+            )
         finally:
             UPSTREAM_LATENCY.labels(service=SERVICE).observe(time.perf_counter() - started)
         return result

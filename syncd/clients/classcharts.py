@@ -20,9 +20,8 @@ from urllib.parse import unquote
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from syncd.clients._http import SessionClient, UpstreamRecord, request_json
+from syncd.clients.transport import SessionClient, UpstreamRecord, make_session, request_json
 from syncd.exceptions import AuthError, PayloadError, UpstreamError
-from syncd.http import make_session
 from syncd.log import get_logger, register_secret
 
 __all__ = [
@@ -118,13 +117,17 @@ class ClassChartsClient(SessionClient):
                     return
                 except _SessionRefused:
                     if attempt == 2:
-                        raise AuthError(SERVICE, "login", "logged in, but ClassCharts refused the new session") from None
+                        raise AuthError(
+                            SERVICE, "login", "logged in, but ClassCharts refused the new session"
+                        ) from None
 
     async def _login(self) -> None:
         if self._session is not None:
             await self._session.close()
         # Cookies are per account; unsafe=True keeps those set by an IP-address host (tests).
-        self._session = make_session(timeout_s=self._timeout_s, cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self._session = make_session(
+            timeout_s=self._timeout_s, cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
         status, _, response = await self._post_login()
         cookie = response.cookies.get(f"{self.kind}_session_credentials")
         if status != 302 or cookie is None:
@@ -132,7 +135,9 @@ class ClassChartsClient(SessionClient):
         try:
             session_id = json.loads(unquote(cookie.value))["session_id"]
         except (ValueError, KeyError, TypeError):
-            raise PayloadError(SERVICE, "login", "session cookie does not hold a session_id") from None
+            raise PayloadError(
+                SERVICE, "login", "session cookie does not hold a session_id"
+            ) from None
         if not isinstance(session_id, str) or not session_id:
             raise PayloadError(SERVICE, "login", "session cookie holds an empty session_id")
         register_secret(session_id)
@@ -144,12 +149,18 @@ class ClassChartsClient(SessionClient):
         assert self._session is not None
         url = f"{self._base_url}/{self.kind}/login"
         try:
-            async with self._session.post(url, data=self._login_form(), allow_redirects=False) as response:
+            async with self._session.post(
+                url, data=self._login_form(), allow_redirects=False
+            ) as response:
                 await response.read()
         except TimeoutError:
-            raise UpstreamError(SERVICE, "login", "no answer in time (timeout)", transient=True) from None
+            raise UpstreamError(
+                SERVICE, "login", "no answer in time (timeout)", transient=True
+            ) from None
         except aiohttp.ClientError as err:
-            raise UpstreamError(SERVICE, "login", f"connection failed ({type(err).__name__})", transient=True) from None
+            raise UpstreamError(
+                SERVICE, "login", f"connection failed ({type(err).__name__})", transient=True
+            ) from None
         if response.status >= 500:
             raise UpstreamError(SERVICE, "login", f"HTTP {response.status}", transient=True)
         return response.status, None, response
@@ -170,22 +181,33 @@ class ClassChartsClient(SessionClient):
     def _default_pupil_id(self) -> int | None:
         return None
 
-    async def _request_once(self, call: str, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+    async def _request_once(
+        self, call: str, method: str, path: str, **kwargs: Any
+    ) -> tuple[Any, Any]:
         """One API call with the current session; raises _SessionRefused on redirect/expiry."""
         if self._session is None or self._session_id is None:
             raise _SessionRefused
         status, body, _ = await request_json(
-            self._session, SERVICE, call, method, f"{self._api}/{path}",
-            headers={"Authorization": f"Basic {self._session_id}"}, **kwargs,
+            self._session,
+            SERVICE,
+            call,
+            method,
+            f"{self._api}/{path}",
+            headers={"Authorization": f"Basic {self._session_id}"},
+            **kwargs,
         )
         if body is None:  # a redirect: the TES single-sign-on loop, i.e. session not accepted
             raise _SessionRefused
         if not isinstance(body, dict) or "success" not in body:
-            raise PayloadError(SERVICE, call, "answer is not a ClassCharts envelope {success, data, meta}")
+            raise PayloadError(
+                SERVICE, call, "answer is not a ClassCharts envelope {success, data, meta}"
+            )
         if body.get("success") != 1:
             if body.get("expired") in (1, "1", True):
                 raise _SessionRefused
-            raise UpstreamError(SERVICE, call, f"ClassCharts says: {body.get('error') or 'request failed'}")
+            raise UpstreamError(
+                SERVICE, call, f"ClassCharts says: {body.get('error') or 'request failed'}"
+            )
         return body.get("data"), body.get("meta", {})
 
     async def _call(self, call: str, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
@@ -201,19 +223,27 @@ class ClassChartsClient(SessionClient):
             except _SessionRefused:
                 if attempt == 2:
                     raise AuthError(
-                        SERVICE, call, "session refused again right after a fresh login "
+                        SERVICE,
+                        call,
+                        "session refused again right after a fresh login "
                         "(ClassCharts redirected the call or said the session expired)",
                     ) from None
-                log.info("classcharts session not accepted; logging in again", kind=self.kind, call=call)
+                log.info(
+                    "classcharts session not accepted; logging in again", kind=self.kind, call=call
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _pupil(self) -> int:
         if self.pupil_id is None:
-            raise ValueError("no pupil selected: log in first (a parent account with no pupils has none)")
+            raise ValueError(
+                "no pupil selected: log in first (a parent account with no pupils has none)"
+            )
         return self.pupil_id
 
     async def _data(self, call: str, path: str, params: dict[str, str] | None = None) -> Any:
-        data, _ = await self._call(call, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
+        data, _ = await self._call(
+            call, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None}
+        )
         return data
 
     # --- shared methods (seed 000) -------------------------------------------------------------
@@ -224,7 +254,9 @@ class ClassChartsClient(SessionClient):
             raise PayloadError(SERVICE, "getStudentInfo", "answer has no data.user")
         return data["user"]
 
-    async def get_activity(self, *, from_: str | None = None, to: str | None = None, last_id: int | None = None) -> list[Any]:
+    async def get_activity(
+        self, *, from_: str | None = None, to: str | None = None, last_id: int | None = None
+    ) -> list[Any]:
         _check_date("from", from_)
         _check_date("to", to)
         params = {"from": from_, "to": to, "last_id": str(last_id) if last_id is not None else None}
@@ -244,7 +276,9 @@ class ClassChartsClient(SessionClient):
             points.extend(page)
             tail = page[-1]
             if not isinstance(tail, dict) or not isinstance(tail.get("id"), int):
-                raise PayloadError(SERVICE, "getFullActivity", "an activity point has no integer id to page from")
+                raise PayloadError(
+                    SERVICE, "getFullActivity", "an activity point has no integer id to page from"
+                )
             if tail["id"] == last_id:
                 raise PayloadError(SERVICE, "getFullActivity", "the same page came back twice")
             last_id = tail["id"]
@@ -253,16 +287,23 @@ class ClassChartsClient(SessionClient):
     async def get_behaviour(self, *, from_: str | None = None, to: str | None = None) -> Any:
         _check_date("from", from_)
         _check_date("to", to)
-        return await self._data("getBehaviour", f"behaviour/{self._pupil()}", {"from": from_, "to": to})
+        return await self._data(
+            "getBehaviour", f"behaviour/{self._pupil()}", {"from": from_, "to": to}
+        )
 
     async def get_homeworks(
-        self, *, from_: str | None = None, to: str | None = None,
+        self,
+        *,
+        from_: str | None = None,
+        to: str | None = None,
         display_date: Literal["due_date", "issue_date"] | None = None,
     ) -> Any:
         _check_date("from", from_)
         _check_date("to", to)
         if display_date not in (None, "due_date", "issue_date"):
-            raise ValueError(f"display_date must be 'due_date' or 'issue_date', got {display_date!r}")
+            raise ValueError(
+                f"display_date must be 'due_date' or 'issue_date', got {display_date!r}"
+            )
         params = {"from": from_, "to": to, "display_date": display_date}
         return await self._data("getHomeworks", f"homeworks/{self._pupil()}", params)
 
@@ -282,7 +323,9 @@ class ClassChartsClient(SessionClient):
     async def get_attendance(self, *, from_: str, to: str) -> Any:
         _check_date("from", from_)
         _check_date("to", to)
-        return await self._data("getAttendance", f"attendance/{self._pupil()}", {"from": from_, "to": to})
+        return await self._data(
+            "getAttendance", f"attendance/{self._pupil()}", {"from": from_, "to": to}
+        )
 
     async def get_pupil_fields(self) -> Any:
         return await self._data("getPupilFields", f"customfields/{self._pupil()}")
@@ -300,8 +343,13 @@ class ParentClient(ClassChartsClient):
     user_model = ParentUser
 
     def __init__(
-        self, email: str, password: str, *, base_url: str = "https://www.classcharts.com",
-        timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        email: str,
+        password: str,
+        *,
+        base_url: str = "https://www.classcharts.com",
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
         register_secret(password)
@@ -310,8 +358,11 @@ class ParentClient(ClassChartsClient):
 
     def _login_form(self) -> dict[str, str]:
         return {
-            "_method": "POST", "email": self._email, "logintype": "existing",
-            "password": self._password, "recaptcha-token": _NO_TOKEN,
+            "_method": "POST",
+            "email": self._email,
+            "logintype": "existing",
+            "password": self._password,
+            "recaptcha-token": _NO_TOKEN,
         }
 
     def _default_pupil_id(self) -> int | None:
@@ -333,7 +384,10 @@ class ParentClient(ClassChartsClient):
     async def change_password(self, current: str, new: str) -> None:
         register_secret(new)
         await self._call(
-            "changePassword", "POST", "password", data={"current": current, "new": new, "repeat": new}
+            "changePassword",
+            "POST",
+            "password",
+            data={"current": current, "new": new, "repeat": new},
         )
         self._password = new
 
@@ -343,8 +397,13 @@ class StudentClient(ClassChartsClient):
     user_model = StudentUser
 
     def __init__(
-        self, code: str, dob: str, *, base_url: str = "https://www.classcharts.com",
-        timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        code: str,
+        dob: str,
+        *,
+        base_url: str = "https://www.classcharts.com",
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
         _check_date("date of birth", dob, "%d/%m/%Y")
@@ -355,8 +414,11 @@ class StudentClient(ClassChartsClient):
 
     def _login_form(self) -> dict[str, str]:
         return {
-            "_method": "POST", "code": self._code, "dob": self._dob,
-            "remember_me": "1", "recaptcha-token": _NO_TOKEN,
+            "_method": "POST",
+            "code": self._code,
+            "dob": self._dob,
+            "remember_me": "1",
+            "recaptcha-token": _NO_TOKEN,
         }
 
     def _default_pupil_id(self) -> int | None:
@@ -366,10 +428,14 @@ class StudentClient(ClassChartsClient):
         return await self._data("getRewards", f"rewards/{self._pupil()}")
 
     async def purchase_reward(self, item_id: int) -> Any:
-        data, _ = await self._call("purchaseReward", "POST", f"purchase/{item_id}", data={"pupil_id": str(self._pupil())})
+        data, _ = await self._call(
+            "purchaseReward", "POST", f"purchase/{item_id}", data={"pupil_id": str(self._pupil())}
+        )
         return data
 
     async def get_student_code(self, *, date_of_birth: str) -> Any:
         _check_date("dateOfBirth", date_of_birth)
-        data, _ = await self._call("getStudentCode", "POST", "getcode", data={"date": date_of_birth})
+        data, _ = await self._call(
+            "getStudentCode", "POST", "getcode", data={"date": date_of_birth}
+        )
         return data

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from syncd.clients._http import SessionClient, UpstreamRecord, request_json
+from syncd.clients.transport import SessionClient, UpstreamRecord, request_json
 from syncd.exceptions import PayloadError, UpstreamError
 from syncd.log import get_logger, register_secret
 
@@ -138,7 +138,9 @@ class EpaasSchool:
     warnings: tuple[str, ...]
 
 
-def _parse_list(call: str, items: Any, model: type[UpstreamRecord], warnings: list[str]) -> list[Any]:
+def _parse_list(
+    call: str, items: Any, model: type[UpstreamRecord], warnings: list[str]
+) -> list[Any]:
     """Validate each record; a malformed one is skipped with a warning naming it."""
     if not isinstance(items, list):
         raise PayloadError(SERVICE, call, f"expected a list, got {type(items).__name__}")
@@ -149,7 +151,11 @@ def _parse_list(call: str, items: Any, model: type[UpstreamRecord], warnings: li
         except ValidationError as err:
             first = err.errors(include_url=False, include_input=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "record"
-            ident = item.get("id", item.get("userid", f"#{index}")) if isinstance(item, dict) else f"#{index}"
+            ident = (
+                item.get("id", item.get("userid", f"#{index}"))
+                if isinstance(item, dict)
+                else f"#{index}"
+            )
             warnings.append(f"epaas {call}: record {ident} skipped: {where}: {first['msg']}")
     return parsed
 
@@ -169,7 +175,11 @@ class EpaasClient(SessionClient):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._suite = {"suite_id": suite_id, "suite_secret": suite_secret, "suite_ticket": suite_ticket}
+        self._suite = {
+            "suite_id": suite_id,
+            "suite_secret": suite_secret,
+            "suite_ticket": suite_ticket,
+        }
         self._corp = {"auth_corpid": auth_corpid, "permanent_code": permanent_code}
         for secret in (suite_secret, suite_ticket, permanent_code):
             register_secret(secret)
@@ -181,9 +191,23 @@ class EpaasClient(SessionClient):
         self._token_lock = asyncio.Lock()
         self.warnings: list[str] = []
 
-    async def _call_raw(self, call: str, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+    async def _call_raw(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
         status, data, _ = await request_json(
-            self._http(), SERVICE, call, method, f"{self._base_url}/{path}", params=params, json=body
+            self._http(),
+            SERVICE,
+            call,
+            method,
+            f"{self._base_url}/{path}",
+            params=params,
+            json=body,
         )
         if data is None:
             raise UpstreamError(SERVICE, call, f"unexpected redirect (HTTP {status})")
@@ -195,19 +219,27 @@ class EpaasClient(SessionClient):
         async with self._token_lock:
             if not refresh and self._token and self._clock() < self._token_expires_at:
                 return self._token
-            suite = await self._call_raw("get_suite_token", "POST", "service/get_suite_token", body=self._suite)
+            suite = await self._call_raw(
+                "get_suite_token", "POST", "service/get_suite_token", body=self._suite
+            )
             self._check(suite, "get_suite_token")
             suite_token = suite.get("suite_access_token")
             if not isinstance(suite_token, str) or not suite_token:
                 raise PayloadError(SERVICE, "get_suite_token", "answer has no suite_access_token")
             register_secret(suite_token)
             corp = await self._call_raw(
-                "get_corp_token", "POST", "service/get_corp_token", params={"suite_access_token": suite_token}, body=self._corp
+                "get_corp_token",
+                "POST",
+                "service/get_corp_token",
+                params={"suite_access_token": suite_token},
+                body=self._corp,
             )
             self._check(corp, "get_corp_token")
             token, expires_in = corp.get("access_token"), corp.get("expires_in", 7200)
             if not isinstance(token, str) or not token or not isinstance(expires_in, int):
-                raise PayloadError(SERVICE, "get_corp_token", "answer has no access_token/expires_in")
+                raise PayloadError(
+                    SERVICE, "get_corp_token", "answer has no access_token/expires_in"
+                )
             register_secret(token)
             self._token = token
             self._token_expires_at = self._clock() + max(0.0, expires_in - TOKEN_MARGIN_S)
@@ -216,15 +248,31 @@ class EpaasClient(SessionClient):
     @staticmethod
     def _check(data: dict[str, Any], call: str) -> None:
         if data.get("errcode") != 0:
-            raise UpstreamError(SERVICE, call, f"errcode {data.get('errcode')}: {data.get('errmsg', '')}")
+            raise UpstreamError(
+                SERVICE, call, f"errcode {data.get('errcode')}: {data.get('errmsg', '')}"
+            )
 
-    async def _call(self, call: str, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+    async def _call(
+        self,
+        call: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
         """An API call with the corp token; one refresh-and-retry on a token errcode."""
         for attempt in (1, 2):
             token = await self._access_token(refresh=attempt == 2)
-            data = await self._call_raw(call, method, path, params={**(params or {}), "access_token": token}, body=body)
+            data = await self._call_raw(
+                call, method, path, params={**(params or {}), "access_token": token}, body=body
+            )
             if data.get("errcode") in TOKEN_ERRCODES and attempt == 1:
-                log.info("epaas token rejected; fetching a new one", call=call, errcode=data.get("errcode"))
+                log.info(
+                    "epaas token rejected; fetching a new one",
+                    call=call,
+                    errcode=data.get("errcode"),
+                )
                 continue
             self._check(data, call)
             return data
@@ -234,7 +282,9 @@ class EpaasClient(SessionClient):
 
     async def get_user_classes(self, student_userid: str, teacher_userid: str) -> list[UserClass]:
         data = await self._call(
-            "user/class/get", "GET", "user/class/get",
+            "user/class/get",
+            "GET",
+            "user/class/get",
             params={"student_userid": student_userid, "teacher_userid": teacher_userid},
         )
         return _parse_list("user/class/get", data.get("departments", []), UserClass, self.warnings)
@@ -246,8 +296,14 @@ class EpaasClient(SessionClient):
         page = 1
         while True:
             data = await self._call(
-                "class/list", "GET", "class/list",
-                params={"department_type": department_type, "page_index": page, "page_size": self.page_size},
+                "class/list",
+                "GET",
+                "class/list",
+                params={
+                    "department_type": department_type,
+                    "page_index": page,
+                    "page_size": self.page_size,
+                },
             )
             items = data.get("departments", [])
             total = data.get("total")
@@ -259,49 +315,93 @@ class EpaasClient(SessionClient):
                 return classes
             if not items:
                 # The pages ran out before `total`: say so rather than loop forever.
-                self.warnings.append(f"epaas class/list: total says {total} but the pages ended after {seen}")
+                self.warnings.append(
+                    f"epaas class/list: total says {total} but the pages ended after {seen}"
+                )
                 return classes
             page += 1
 
     async def list_teacher_classes(
-        self, teacher_userid: str, *, department_type: int = 0, full_path: bool = True, department_info: bool = True
+        self,
+        teacher_userid: str,
+        *,
+        department_type: int = 0,
+        full_path: bool = True,
+        department_info: bool = True,
     ) -> list[TeacherClass]:
         data = await self._call(
-            "teacher/class/list", "GET", "teacher/class/list",
+            "teacher/class/list",
+            "GET",
+            "teacher/class/list",
             params={
-                "teacher_userid": teacher_userid, "department_type": department_type,
-                "full_path": int(full_path), "department_info": int(department_info),
+                "teacher_userid": teacher_userid,
+                "department_type": department_type,
+                "full_path": int(full_path),
+                "department_info": int(department_info),
             },
         )
-        return _parse_list("teacher/class/list", data.get("departments", []), TeacherClass, self.warnings)
+        return _parse_list(
+            "teacher/class/list", data.get("departments", []), TeacherClass, self.warnings
+        )
 
     async def list_class_teachers(self, department_id: int) -> list[ClassTeacherRecord]:
-        data = await self._call("class/teacher/list", "GET", "class/teacher/list", params={"department_id": department_id})
-        return _parse_list("class/teacher/list", data.get("departments", []), ClassTeacherRecord, self.warnings)
+        data = await self._call(
+            "class/teacher/list",
+            "GET",
+            "class/teacher/list",
+            params={"department_id": department_id},
+        )
+        return _parse_list(
+            "class/teacher/list", data.get("departments", []), ClassTeacherRecord, self.warnings
+        )
 
     async def list_student_classes(
-        self, userid: str, *, department_type: int = 0, full_path: bool = True, department_info: bool = True
+        self,
+        userid: str,
+        *,
+        department_type: int = 0,
+        full_path: bool = True,
+        department_info: bool = True,
     ) -> list[StudentClass]:
         data = await self._call(
-            "student/class/list", "GET", "student/class/list",
-            params={"userid": userid, "department_type": department_type,
-                    "full_path": int(full_path), "department_info": int(department_info)},
+            "student/class/list",
+            "GET",
+            "student/class/list",
+            params={
+                "userid": userid,
+                "department_type": department_type,
+                "full_path": int(full_path),
+                "department_info": int(department_info),
+            },
         )
-        return _parse_list("student/class/list", data.get("departments", []), StudentClass, self.warnings)
+        return _parse_list(
+            "student/class/list", data.get("departments", []), StudentClass, self.warnings
+        )
 
-    async def _batch(self, call: str, department_id: int, teachers: Sequence[dict[str, Any]]) -> list[ItemResult]:
-        data = await self._call(call, "POST", call, body={"department_id": department_id, "teachers": list(teachers)})
+    async def _batch(
+        self, call: str, department_id: int, teachers: Sequence[dict[str, Any]]
+    ) -> list[ItemResult]:
+        data = await self._call(
+            call, "POST", call, body={"department_id": department_id, "teachers": list(teachers)}
+        )
         return _parse_list(call, data.get("result_list", []), ItemResult, self.warnings)
 
-    async def batch_add_class_teachers(self, department_id: int, teachers: Sequence[TeacherAssignment]) -> list[ItemResult]:
+    async def batch_add_class_teachers(
+        self, department_id: int, teachers: Sequence[TeacherAssignment]
+    ) -> list[ItemResult]:
         return await self._batch(
-            "class/teacher/batch_add", department_id,
+            "class/teacher/batch_add",
+            department_id,
             [{"userid": t.userid, "type": t.type, "subject": list(t.subject)} for t in teachers],
         )
 
-    async def batch_delete_class_teachers(self, department_id: int, teachers: Sequence[TeacherAssignment]) -> list[ItemResult]:
+    async def batch_delete_class_teachers(
+        self, department_id: int, teachers: Sequence[TeacherAssignment]
+    ) -> list[ItemResult]:
         return await self._batch(
-            "class/teacher/batch_delete", department_id, [{"userid": t.userid, "type": t.type} for t in teachers]
+            "class/teacher/batch_delete",
+            department_id,
+            [{"userid": t.userid, "type": t.type} for t in teachers],
         )
 
 
@@ -323,7 +423,9 @@ async def fetch_school(client: EpaasClient) -> EpaasSchool:
             if teacher.userid in asked:
                 continue
             asked.add(teacher.userid)
-            for entry in await client.list_teacher_classes(teacher.userid, department_type=ADMINISTRATIVE_CLASS):
+            for entry in await client.list_teacher_classes(
+                teacher.userid, department_type=ADMINISTRATIVE_CLASS
+            ):
                 info.setdefault(entry.id, entry)
     result = []
     for klass, teachers in zip(classes, teacher_lists, strict=True):
@@ -334,7 +436,9 @@ async def fetch_school(client: EpaasClient) -> EpaasSchool:
                 class_name=klass.class_name,
                 grade_name=details.grade_name if details else None,
                 org_attribute_name=details.org_attribute_name if details else None,
-                teachers=tuple(ClassTeacher(t.userid, t.name, t.type, tuple(t.subject)) for t in teachers),
+                teachers=tuple(
+                    ClassTeacher(t.userid, t.name, t.type, tuple(t.subject)) for t in teachers
+                ),
             )
         )
     warnings = tuple(client.warnings)

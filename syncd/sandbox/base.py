@@ -42,7 +42,9 @@ class Faults:
     transient_fraction: float = 0.0
     rng: random.Random = field(default_factory=lambda: random.Random(1234))
 
-    def add(self, kind: str, *, path: str | None = None, times: int | None = 1, value: object = None) -> None:
+    def add(
+        self, kind: str, *, path: str | None = None, times: int | None = 1, value: object = None
+    ) -> None:
         self.pending.append(Fault(kind, path, times, value))
 
     def clear(self) -> None:
@@ -88,9 +90,13 @@ class FakeServer(abc.ABC):
         """Add the service's routes to ``app``."""
 
     @web.middleware
-    async def _record_and_inject(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _record_and_inject(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.query), body))
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.query), body)
+        )
         delay = self.faults.take(request.path, ("delay",))
         if delay is not None:
             await asyncio.sleep(float(delay.value or 0))

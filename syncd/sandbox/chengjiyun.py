@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.core.signing import API_WINDOW_S, SSO_WINDOW_S, verify
 from syncd.sandbox.base import FakeServer
-from syncd.signing import API_WINDOW_S, SSO_WINDOW_S, verify
 
 __all__ = ["FakeChengjiyun", "Push"]
 
@@ -113,7 +113,9 @@ class FakeChengjiyun(FakeServer):
             if user_id in self.reject_ids:
                 raise _Reject(20002, f"数据无效: {user_id}: {self.reject_ids[user_id]}")
 
-    async def _handle(self, request: web.Request, endpoint: str, apply: Callable[[Any], Any]) -> web.Response:
+    async def _handle(
+        self, request: web.Request, endpoint: str, apply: Callable[[Any], Any]
+    ) -> web.Response:
         body: Any = None
         try:
             self._check_query(request, needs_platform=endpoint == "addUser")
@@ -140,7 +142,9 @@ class FakeChengjiyun(FakeServer):
                 raise _Reject(20002, f"数据无效: {user_id}: name missing")
             roles = user.get("roleList")
             if not isinstance(roles, list) or not roles or not set(roles) <= ROLES:
-                raise _Reject(20002, f"数据无效: {user_id}: roleList must use 管理员/教师/家长/学生")
+                raise _Reject(
+                    20002, f"数据无效: {user_id}: roleList must use 管理员/教师/家长/学生"
+                )
         for field in ("grade", "class"):
             value = user.get(field)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -195,7 +199,9 @@ class FakeChengjiyun(FakeServer):
         query = dict(request.query)
         if request.match_info["platform"] != self.platform:
             return _answer(30005, "参数值内容错误: platform")
-        missing = [name for name in ("orgId", "account", "timestamp", "sign") if not query.get(name)]
+        missing = [
+            name for name in ("orgId", "account", "timestamp", "sign") if not query.get(name)
+        ]
         if missing:
             return _answer(30002, f"参数解析错误: missing {', '.join(missing)}")
         if query["orgId"] != self.org_id:

@@ -38,18 +38,41 @@ class FakePupil:
 
     def record(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "first_name": self.first_name, "last_name": self.last_name,
-            "avatar_url": f"https://example.invalid/avatar/{self.id}.png", "display_behaviour": True,
-            "display_parent_behaviour": True, "display_homework": True, "display_rewards": True,
-            "display_detentions": True, "display_report_cards": False, "display_classes": True,
-            "display_announcements": True, "display_attendance": True, "school_name": self.school_name,
-            "school_logo": "", "timezone": "Europe/London", "is_disabled": False,
-            "display_covid_tests": False, "can_record_covid_tests": False,
+            "id": self.id,
+            "name": self.name,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "avatar_url": f"https://example.invalid/avatar/{self.id}.png",
+            "display_behaviour": True,
+            "display_parent_behaviour": True,
+            "display_homework": True,
+            "display_rewards": True,
+            "display_detentions": True,
+            "display_report_cards": False,
+            "display_classes": True,
+            "display_announcements": True,
+            "display_attendance": True,
+            "school_name": self.school_name,
+            "school_logo": "",
+            "timezone": "Europe/London",
+            "is_disabled": False,
+            "display_covid_tests": False,
+            "can_record_covid_tests": False,
             **dict.fromkeys(
-                ("detention_yes_count", "detention_no_count", "detention_pending_count", "detention_upscaled_count",
-                 "homework_todo_count", "homework_late_count", "homework_not_completed_count",
-                 "homework_excused_count", "homework_completed_count", "homework_submitted_count",
-                 "announcements_count", "messages_count"),
+                (
+                    "detention_yes_count",
+                    "detention_no_count",
+                    "detention_pending_count",
+                    "detention_upscaled_count",
+                    "homework_todo_count",
+                    "homework_late_count",
+                    "homework_not_completed_count",
+                    "homework_excused_count",
+                    "homework_completed_count",
+                    "homework_submitted_count",
+                    "announcements_count",
+                    "messages_count",
+                ),
                 0,
             ),
         }
@@ -90,7 +113,9 @@ class FakeClassCharts(FakeServer):
         self.reward_balance[id] = 100
         return pupil
 
-    def add_parent(self, id: int, name: str, email: str, password: str, pupil_ids: list[int]) -> FakeParent:
+    def add_parent(
+        self, id: int, name: str, email: str, password: str, pupil_ids: list[int]
+    ) -> FakeParent:
         parent = FakeParent(id, name, email.lower(), password, list(pupil_ids))
         self.parents[parent.email] = parent
         return parent
@@ -129,18 +154,34 @@ class FakeClassCharts(FakeServer):
         for kind in ("parent", "student"):
             api = f"/apiv2{kind}"
             app.router.add_post(f"{api}/ping", self._api(kind, self._ping))
-            for name in ("activity", "behaviour", "homeworks", "timetable", "eventbadges",
-                         "announcements", "detentions", "attendance", "customfields", "classes"):
-                app.router.add_get(f"{api}/{name}/{{pupil}}", self._api(kind, self._pupil_data(name)))
+            for name in (
+                "activity",
+                "behaviour",
+                "homeworks",
+                "timetable",
+                "eventbadges",
+                "announcements",
+                "detentions",
+                "attendance",
+                "customfields",
+                "classes",
+            ):
+                app.router.add_get(
+                    f"{api}/{name}/{{pupil}}", self._api(kind, self._pupil_data(name))
+                )
         app.router.add_get("/apiv2parent/pupils", self._api("parent", self._pupils))
         app.router.add_post("/apiv2parent/password", self._api("parent", self._password))
-        app.router.add_get("/apiv2student/rewards/{pupil}", self._api("student", self._pupil_data("rewards")))
+        app.router.add_get(
+            "/apiv2student/rewards/{pupil}", self._api("student", self._pupil_data("rewards"))
+        )
         app.router.add_post("/apiv2student/purchase/{item}", self._api("student", self._purchase))
         app.router.add_post("/apiv2student/getcode", self._api("student", self._getcode))
 
     def _login_page(self) -> web.Response:
-        return web.Response(text="<html><body>The login details you entered are incorrect.</body></html>",
-                            content_type="text/html")
+        return web.Response(
+            text="<html><body>The login details you entered are incorrect.</body></html>",
+            content_type="text/html",
+        )
 
     def _start_session(self, kind: str, account: str) -> web.HTTPFound:
         session_id = secrets.token_hex(16)
@@ -148,7 +189,9 @@ class FakeClassCharts(FakeServer):
         self._sessions[session_id] = _Session(kind, account, cookie)
         self.logins += 1
         response = web.HTTPFound(f"/{kind}/mobile/")
-        response.set_cookie(f"{kind}_session_credentials", quote(json.dumps({"session_id": session_id})), path="/")
+        response.set_cookie(
+            f"{kind}_session_credentials", quote(json.dumps({"session_id": session_id})), path="/"
+        )
         response.set_cookie("cc-session", cookie, path="/", httponly=True)
         return response
 
@@ -156,9 +199,14 @@ class FakeClassCharts(FakeServer):
         form = await request.post()
         email = str(form.get("email", "")).lower()
         parent = self.parents.get(email)
-        if (form.get("_method") != "POST" or form.get("logintype") != "existing" or parent is None
-                or form.get("password") != parent.password or email in self.failing_logins
-                or not form.get("recaptcha-token")):
+        if (
+            form.get("_method") != "POST"
+            or form.get("logintype") != "existing"
+            or parent is None
+            or form.get("password") != parent.password
+            or email in self.failing_logins
+            or not form.get("recaptcha-token")
+        ):
             return self._login_page()
         raise self._start_session("parent", email)
 
@@ -166,8 +214,13 @@ class FakeClassCharts(FakeServer):
         form = await request.post()
         code = str(form.get("code", ""))
         known = self.student_logins.get(code)
-        if (code != code.upper() or known is None or form.get("dob") != known[0]
-                or form.get("remember_me") != "1" or code.lower() in self.failing_logins):
+        if (
+            code != code.upper()
+            or known is None
+            or form.get("dob") != known[0]
+            or form.get("remember_me") != "1"
+            or code.lower() in self.failing_logins
+        ):
             return self._login_page()
         raise self._start_session("student", code)
 
@@ -176,7 +229,9 @@ class FakeClassCharts(FakeServer):
             session_id = request.headers.get("Authorization", "").removeprefix("Basic ").strip()
             session = self._sessions.get(session_id)
             cookies_refused = self.faults.take(request.path, ("tes_redirect",)) is not None
-            if session is not None and (cookies_refused or request.cookies.get("cc-session") != session.cookie):
+            if session is not None and (
+                cookies_refused or request.cookies.get("cc-session") != session.cookie
+            ):
                 # No login cookies: the TES single-sign-on loop (it would bounce back with ?prompt=login).
                 return_url = quote(str(request.url), safe="")
                 raise web.HTTPFound(f"{TES_VERIFY}?returnUrl={return_url}")
@@ -194,7 +249,11 @@ class FakeClassCharts(FakeServer):
         if session.kind == "parent":
             ids = self.parents[session.account].pupil_ids if session.account in self.parents else []
         else:
-            ids = [self.student_logins[session.account][1]] if session.account in self.student_logins else []
+            ids = (
+                [self.student_logins[session.account][1]]
+                if session.account in self.student_logins
+                else []
+            )
         return [self.pupils[i] for i in ids if i in self.pupils]
 
     async def _ping(self, request: web.Request, session_id: str, session: _Session) -> web.Response:
@@ -205,20 +264,32 @@ class FakeClassCharts(FakeServer):
         if session.kind == "parent":
             parent = self.parents[session.account]
             first, _, last = parent.name.partition(" ")
-            user = {"id": parent.id, "name": parent.name, "first_name": first, "last_name": last,
-                    "email": parent.email, "pupils": [p.record() for p in self._visible_pupils(session)]}
+            user = {
+                "id": parent.id,
+                "name": parent.name,
+                "first_name": first,
+                "last_name": last,
+                "email": parent.email,
+                "pupils": [p.record() for p in self._visible_pupils(session)],
+            }
         else:
             pupils = self._visible_pupils(session)
             if not pupils:
-                return web.json_response({"success": 0, "error": "Pupil no longer exists", "expired": 0})
+                return web.json_response(
+                    {"success": 0, "error": "Pupil no longer exists", "expired": 0}
+                )
             user = pupils[0].record()
         data = {"user": user} if form.get("include_data") == "true" else []
         return self._envelope(data, session_id=fresh, version="27.16.3")
 
-    async def _pupils(self, request: web.Request, session_id: str, session: _Session) -> web.Response:
+    async def _pupils(
+        self, request: web.Request, session_id: str, session: _Session
+    ) -> web.Response:
         return self._envelope([p.record() for p in self._visible_pupils(session)])
 
-    async def _password(self, request: web.Request, session_id: str, session: _Session) -> web.Response:
+    async def _password(
+        self, request: web.Request, session_id: str, session: _Session
+    ) -> web.Response:
         form = await request.post()
         parent = self.parents[session.account]
         if form.get("current") != parent.password:
@@ -243,14 +314,24 @@ class FakeClassCharts(FakeServer):
         return handler
 
     def _activity(self, pupil_id: int, last_id: str | None) -> web.Response:
-        points = [{"id": pupil_id * 1000 + n, "type": "behaviour", "polarity": "positive" if n % 3 else "negative",
-                   "reason": "Great effort" if n % 3 else "Late", "score": 1 if n % 3 else -1,
-                   "timestamp": f"2026-11-{1 + n % 20:02d} 10:00:00"} for n in range(25, 0, -1)]
+        points = [
+            {
+                "id": pupil_id * 1000 + n,
+                "type": "behaviour",
+                "polarity": "positive" if n % 3 else "negative",
+                "reason": "Great effort" if n % 3 else "Late",
+                "score": 1 if n % 3 else -1,
+                "timestamp": f"2026-11-{1 + n % 20:02d} 10:00:00",
+            }
+            for n in range(25, 0, -1)
+        ]
         if last_id:
             points = [p for p in points if p["id"] < int(last_id)]
         return self._envelope(points[:ACTIVITY_PAGE], step_size=ACTIVITY_PAGE)
 
-    async def _purchase(self, request: web.Request, session_id: str, session: _Session) -> web.Response:
+    async def _purchase(
+        self, request: web.Request, session_id: str, session: _Session
+    ) -> web.Response:
         form = await request.post()
         pupil_id = int(str(form.get("pupil_id", "0")))
         if pupil_id not in {p.id for p in self._visible_pupils(session)}:
@@ -258,10 +339,17 @@ class FakeClassCharts(FakeServer):
         if self.reward_balance[pupil_id] < 10:
             return web.json_response({"success": 0, "error": "Not enough points"})
         self.reward_balance[pupil_id] -= 10
-        return self._envelope({"single_purchase": True, "item_id": int(request.match_info["item"]),
-                               "balance": self.reward_balance[pupil_id]})
+        return self._envelope(
+            {
+                "single_purchase": True,
+                "item_id": int(request.match_info["item"]),
+                "balance": self.reward_balance[pupil_id],
+            }
+        )
 
-    async def _getcode(self, request: web.Request, session_id: str, session: _Session) -> web.Response:
+    async def _getcode(
+        self, request: web.Request, session_id: str, session: _Session
+    ) -> web.Response:
         form = await request.post()
         dob, _ = self.student_logins[session.account]
         day, month, year = dob.split("/")
@@ -273,20 +361,63 @@ class FakeClassCharts(FakeServer):
 def _canned(name: str, pupil_id: int, balance: int) -> Any:
     """Small, plausible per-pupil data for each endpoint."""
     return {
-        "behaviour": {"timeline": [{"positive": 3, "negative": 1, "name": "Mon", "start": "2026-11-16", "end": "2026-11-16"}],
-                      "positive_reasons": {"Great effort": 3}, "negative_reasons": {"Late": 1},
-                      "other_positive": [], "other_negative": [], "other_positive_count": [], "other_negative_count": []},
-        "homeworks": [{"lesson": "Maths", "subject": "Mathematics", "teacher": "Ms Smith", "homework_type": "Homework",
-                       "id": pupil_id * 10 + 1, "title": "Fractions", "status": {"state": "not_completed"},
-                       "due_date": "2026-11-27", "issue_date": "2026-11-20"}],
-        "timetable": [{"teacher_name": "Ms Smith", "lesson_name": "7A/Ma1", "subject_name": "Mathematics",
-                       "period_name": "1", "start_time": "2026-11-23T09:00:00+00:00", "end_time": "2026-11-23T10:00:00+00:00"}],
-        "eventbadges": [{"id": 1, "name": "Star of the week", "icon": "star.png", "pupil_badges": []}],
-        "announcements": [{"id": 7, "title": "Term dates", "description": "<p>Term ends 18 December.</p>",
-                           "school_name": "Sandbox Academy", "timestamp": "2026-11-20 08:00:00"}],
+        "behaviour": {
+            "timeline": [
+                {
+                    "positive": 3,
+                    "negative": 1,
+                    "name": "Mon",
+                    "start": "2026-11-16",
+                    "end": "2026-11-16",
+                }
+            ],
+            "positive_reasons": {"Great effort": 3},
+            "negative_reasons": {"Late": 1},
+            "other_positive": [],
+            "other_negative": [],
+            "other_positive_count": [],
+            "other_negative_count": [],
+        },
+        "homeworks": [
+            {
+                "lesson": "Maths",
+                "subject": "Mathematics",
+                "teacher": "Ms Smith",
+                "homework_type": "Homework",
+                "id": pupil_id * 10 + 1,
+                "title": "Fractions",
+                "status": {"state": "not_completed"},
+                "due_date": "2026-11-27",
+                "issue_date": "2026-11-20",
+            }
+        ],
+        "timetable": [
+            {
+                "teacher_name": "Ms Smith",
+                "lesson_name": "7A/Ma1",
+                "subject_name": "Mathematics",
+                "period_name": "1",
+                "start_time": "2026-11-23T09:00:00+00:00",
+                "end_time": "2026-11-23T10:00:00+00:00",
+            }
+        ],
+        "eventbadges": [
+            {"id": 1, "name": "Star of the week", "icon": "star.png", "pupil_badges": []}
+        ],
+        "announcements": [
+            {
+                "id": 7,
+                "title": "Term dates",
+                "description": "<p>Term ends 18 December.</p>",
+                "school_name": "Sandbox Academy",
+                "timestamp": "2026-11-20 08:00:00",
+            }
+        ],
         "detentions": [],
         "attendance": {"dates": {"2026-11-20": {"AM": {"code": "/", "status": "present"}}}},
         "customfields": {"note": "", "fields": [{"id": 1, "title": "House", "value": "Red"}]},
         "classes": [{"id": 11, "name": "7A/Ma1", "teacher_name": "Ms Smith"}],
-        "rewards": [{"id": 501, "name": "Homework pass", "price": 10, "stock": 5, "balance": balance}],
+        "rewards": [
+            {"id": 501, "name": "Homework pass", "price": 10, "stock": 5, "balance": balance}
+        ],
     }[name]

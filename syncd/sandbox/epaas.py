@@ -50,7 +50,11 @@ class FakeEpaas(FakeServer):
         token_ttl_s: int = 7200,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.suite = {"suite_id": suite_id, "suite_secret": suite_secret, "suite_ticket": suite_ticket}
+        self.suite = {
+            "suite_id": suite_id,
+            "suite_secret": suite_secret,
+            "suite_ticket": suite_ticket,
+        }
         self.corp = {"auth_corpid": auth_corpid, "permanent_code": permanent_code}
         self.token_ttl_s = token_ttl_s
         self.clock = clock
@@ -64,7 +68,9 @@ class FakeEpaas(FakeServer):
 
     # --- data API ----------------------------------------------------------------------------
 
-    def add_class(self, id: int, class_name: str, grade_name: str, stage: str, department_type: int = 1) -> FakeClass:
+    def add_class(
+        self, id: int, class_name: str, grade_name: str, stage: str, department_type: int = 1
+    ) -> FakeClass:
         grade_id = 5_000_000 + int("".join(ch for ch in grade_name if ch.isdigit()) or 0)
         klass = FakeClass(id, class_name, grade_name, stage, department_type, grade_id=grade_id)
         self.classes[id] = klass
@@ -184,22 +190,35 @@ class FakeEpaas(FakeServer):
         page, size = int(request.query["page_index"]), int(request.query["page_size"])
         if page < 1 or size < 1:
             return _error(40003, "page_index and page_size start from 1")
-        matching = [k for k in sorted(self.classes.values(), key=lambda k: k.id)
-                    if self._type_matches(k, request.query["department_type"])]
+        matching = [
+            k
+            for k in sorted(self.classes.values(), key=lambda k: k.id)
+            if self._type_matches(k, request.query["department_type"])
+        ]
         chunk = matching[(page - 1) * size : page * size]
-        departments = [{"id": k.id, "class_name": k.class_name, "parentid": k.parentid, "level": 4} for k in chunk]
+        departments = [
+            {"id": k.id, "class_name": k.class_name, "parentid": k.parentid, "level": 4}
+            for k in chunk
+        ]
         return _ok(total=len(matching), departments=departments)
 
     async def _teacher_class_list(self, request: web.Request) -> web.Response:
         userid = request.query["teacher_userid"]
         departments = []
         for klass in sorted(self.classes.values(), key=lambda k: k.id):
-            if userid in klass.teachers and self._type_matches(klass, request.query.get("department_type")):
+            if userid in klass.teachers and self._type_matches(
+                klass, request.query.get("department_type")
+            ):
                 kind, subjects = klass.teachers[userid]
-                departments.append({
-                    **self._department(klass, request.query),
-                    "userid": userid, "name": self.teachers.get(userid, ""), "type": kind, "subject": subjects,
-                })
+                departments.append(
+                    {
+                        **self._department(klass, request.query),
+                        "userid": userid,
+                        "name": self.teachers.get(userid, ""),
+                        "type": kind,
+                        "subject": subjects,
+                    }
+                )
         return _ok(departments=departments)
 
     async def _class_teacher_list(self, request: web.Request) -> web.Response:
@@ -207,7 +226,13 @@ class FakeEpaas(FakeServer):
         if klass is None:
             return _error(60003, "department not found")
         departments = [
-            {"id": klass.id, "userid": userid, "name": self.teachers.get(userid, ""), "type": kind, "subject": subjects}
+            {
+                "id": klass.id,
+                "userid": userid,
+                "name": self.teachers.get(userid, ""),
+                "type": kind,
+                "subject": subjects,
+            }
             for userid, (kind, subjects) in sorted(klass.teachers.items())
         ]
         return _ok(departments=departments)
@@ -215,13 +240,18 @@ class FakeEpaas(FakeServer):
     async def _student_class_list(self, request: web.Request) -> web.Response:
         class_ids = self.students.get(request.query["userid"], [])
         departments = [
-            {**self._department(self.classes[cid], request.query), "department_type": self.classes[cid].department_type}
+            {
+                **self._department(self.classes[cid], request.query),
+                "department_type": self.classes[cid].department_type,
+            }
             for cid in class_ids
             if self._type_matches(self.classes[cid], request.query.get("department_type"))
         ]
         return _ok(departments=departments)
 
-    async def _batch_target(self, request: web.Request) -> tuple[FakeClass | None, list[dict[str, Any]]]:
+    async def _batch_target(
+        self, request: web.Request
+    ) -> tuple[FakeClass | None, list[dict[str, Any]]]:
         body = await request.json()
         return self.classes.get(int(body["department_id"])), list(body.get("teachers", []))
 
@@ -232,9 +262,14 @@ class FakeEpaas(FakeServer):
         results = []
         for teacher in teachers:
             if teacher["userid"] not in self.teachers:
-                results.append({"errcode": 60111, "errmsg": "userid not found", "userid": teacher["userid"]})
+                results.append(
+                    {"errcode": 60111, "errmsg": "userid not found", "userid": teacher["userid"]}
+                )
                 continue
-            klass.teachers[teacher["userid"]] = (int(teacher["type"]), list(teacher.get("subject", [])))
+            klass.teachers[teacher["userid"]] = (
+                int(teacher["type"]),
+                list(teacher.get("subject", [])),
+            )
             results.append({"errcode": 0, "errmsg": "OK", "userid": teacher["userid"]})
         return _ok(result_list=results)
 
@@ -245,7 +280,9 @@ class FakeEpaas(FakeServer):
         results = []
         for teacher in teachers:
             if klass.teachers.pop(teacher["userid"], None) is None:
-                results.append({"errcode": 1, "errmsg": "班级不存在该教师", "userid": teacher["userid"]})
+                results.append(
+                    {"errcode": 1, "errmsg": "班级不存在该教师", "userid": teacher["userid"]}
+                )
             else:
                 results.append({"errcode": 0, "errmsg": "OK", "userid": teacher["userid"]})
         return _ok(result_list=results)

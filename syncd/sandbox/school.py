@@ -10,15 +10,48 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.mapping import school_year_start
+from syncd.core.mapping import school_year_start
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.sandbox.epaas import FakeEpaas
 
 __all__ = ["School", "generate_school", "populate", "write_config"]
 
-SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "Smith", "Jones", "Patel", "Khan", "Brown"]
-GIVEN = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "艳", "勇", "军", "Amelia", "Oliver", "Isla", "Noah", "Ava", "Leo"]
+SURNAMES = [
+    "王",
+    "李",
+    "张",
+    "刘",
+    "陈",
+    "杨",
+    "黄",
+    "赵",
+    "吴",
+    "周",
+    "Smith",
+    "Jones",
+    "Patel",
+    "Khan",
+    "Brown",
+]
+GIVEN = [
+    "伟",
+    "芳",
+    "娜",
+    "敏",
+    "静",
+    "磊",
+    "洋",
+    "艳",
+    "勇",
+    "军",
+    "Amelia",
+    "Oliver",
+    "Isla",
+    "Noah",
+    "Ava",
+    "Leo",
+]
 SUBJECTS = ["语文", "数学", "英语", "物理", "化学", "生物", "历史", "地理", "政治"]
 CHINESE = ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"]
 PARENT_PASSWORD = "sandbox-parent-password"
@@ -57,11 +90,18 @@ def generate_school(pupils: int = 300, *, seed: int = 7, today: dt.date | None =
         index += len(family)
         parent_id += 1
         surname = names[family[0]][1]
-        parents[parent_id] = (f"{rng.choice(GIVEN)} {surname}", f"parent{parent_id}@sandbox.invalid", family)
+        parents[parent_id] = (
+            f"{rng.choice(GIVEN)} {surname}",
+            f"parent{parent_id}@sandbox.invalid",
+            family,
+        )
     student_logins = {f"STU{pid:05d}": pid for pid in ids[:: max(1, len(ids) // 5)][:5]}
 
     teacher_count = max(4, pupils // 15)
-    teachers = {f"t{n:03d}": f"{rng.choice(SURNAMES)}{rng.choice(GIVEN)}老师" for n in range(1, teacher_count + 1)}
+    teachers = {
+        f"t{n:03d}": f"{rng.choice(SURNAMES)}{rng.choice(GIVEN)}老师"
+        for n in range(1, teacher_count + 1)
+    }
     start = school_year_start(today)
     classes: list[SchoolClass] = []
     class_id = 100
@@ -74,8 +114,12 @@ def generate_school(pupils: int = 300, *, seed: int = 7, today: dt.date | None =
                 label = CHINESE[number - 1] if number <= len(CHINESE) else str(number)
                 name = f"{label}班" if stage == "初中" else f"高{CHINESE[offset]}({number})班"
                 classes.append(SchoolClass(class_id, name, f"{year}级", stage))
-    classes.append(SchoolClass(class_id + 1, "劳动", f"{start}级", "初中"))  # no number: skipped with a warning
-    classes.append(SchoolClass(class_id + 2, "美术", f"{start}级", "初中", department_type=8))  # 课程班: not synced
+    classes.append(
+        SchoolClass(class_id + 1, "劳动", f"{start}级", "初中")
+    )  # no number: skipped with a warning
+    classes.append(
+        SchoolClass(class_id + 2, "美术", f"{start}级", "初中", department_type=8)
+    )  # 课程班: not synced
     userids = list(teachers)
     for n, klass in enumerate(classes):
         head = userids[n % len(userids)]
@@ -97,7 +141,9 @@ def populate(school: School, classcharts: FakeClassCharts, epaas: FakeEpaas) -> 
     for userid, name in school.teachers.items():
         epaas.add_teacher(userid, name)
     for klass in school.classes:
-        epaas.add_class(klass.id, klass.class_name, klass.grade_name, klass.stage, klass.department_type)
+        epaas.add_class(
+            klass.id, klass.class_name, klass.grade_name, klass.stage, klass.department_type
+        )
         for userid, (kind, subjects) in klass.teachers.items():
             epaas.assign(klass.id, userid, kind, subjects)
 
@@ -121,7 +167,8 @@ def write_config(
         for _, email, _ in list(school.parents.values())[:parents]
     )
     student_blocks = "".join(
-        f'[[classcharts.students]]\ncode = "{code}"\ndob = "{STUDENT_DOB}"\n' for code in school.student_logins
+        f'[[classcharts.students]]\ncode = "{code}"\ndob = "{STUDENT_DOB}"\n'
+        for code in school.student_logins
     )
     path.write_text(
         f"""[store]

@@ -20,12 +20,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.config import Config
+from syncd.core.model import ROLES
+from syncd.core.signing import API_WINDOW_S, verify
 from syncd.cron import interval_s
 from syncd.exceptions import ApiError
 from syncd.log import get_logger
 from syncd.metrics import HELD_DELETIONS, LAST_SUCCESS, QUEUE_DEPTH, REGISTRY, SECONDS_SINCE_SUCCESS
-from syncd.model import ROLES
-from syncd.signing import API_WINDOW_S, verify
 from syncd.store import Store
 
 __all__ = ["Endpoint", "create_app", "health", "serve_command", "start_server"]
@@ -72,8 +72,11 @@ async def _query_class_status(store: Store, params: Mapping[str, str]) -> Any:
 
 
 def _endpoints() -> dict[str, Endpoint]:
-    endpoints: dict[str, Endpoint] = {"queryUsers": _query_users, "queryClassStatus": _query_class_status}
-    from syncd.exams import EXAM_ENDPOINTS
+    endpoints: dict[str, Endpoint] = {
+        "queryUsers": _query_users,
+        "queryClassStatus": _query_class_status,
+    }
+    from syncd.server.exams import EXAM_ENDPOINTS
 
     endpoints.update(EXAM_ENDPOINTS)
     return endpoints
@@ -86,14 +89,18 @@ def _answer(code: int, msg: str, data: Any = None, *, status: int = 200) -> web.
     return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 
-def create_app(config: Config, store: Store, *, clock: Callable[[], float] = time.time) -> web.Application:
+def create_app(
+    config: Config, store: Store, *, clock: Callable[[], float] = time.time
+) -> web.Application:
     base = config.server.base_path
     endpoints = _endpoints()
     replays = ReplayCache(API_WINDOW_S)
     key = config.chengjiyun.key.reveal()
 
     @web.middleware
-    async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def json_errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -139,7 +146,11 @@ def create_app(config: Config, store: Store, *, clock: Callable[[], float] = tim
 
     async def healthz(request: web.Request) -> web.Response:
         report = await health(config, store, now=clock())
-        return web.json_response(report, status=200 if report["healthy"] else 503, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+        return web.json_response(
+            report,
+            status=200 if report["healthy"] else 503,
+            dumps=lambda v: json.dumps(v, ensure_ascii=False),
+        )
 
     async def metrics(request: web.Request) -> web.Response:
         await refresh_gauges(config, store, now=clock())
@@ -175,7 +186,15 @@ async def health(config: Config, store: Store, *, now: float) -> dict[str, Any]:
         limit = stale_after_s(config, source)
         stale = last_success is not None and now - last_success > limit
         failing = state.get("state") == "failing"
-        status = "failing" if failing else "stale" if stale else "ok" if last_success else "waiting for first poll"
+        status = (
+            "failing"
+            if failing
+            else "stale"
+            if stale
+            else "ok"
+            if last_success
+            else "waiting for first poll"
+        )
         healthy = healthy and not failing and not stale
         sources[source] = {
             "status": status,

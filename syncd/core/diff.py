@@ -14,12 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from syncd.config import SafetyConfig
-from syncd.model import PUSHED_USER_FIELDS, ClassStatus, User
+from syncd.core.model import PUSHED_USER_FIELDS, ClassStatus, User
 
 __all__ = ["AckedUser", "SourceDiff", "UserUpdate", "diff_source", "field_changes"]
+
+
+class SafetyLimits(Protocol):
+    """The ``[safety]`` settings the deletion rules need (the config's section satisfies it)."""
+
+    @property
+    def delete_after_cycles(self) -> int: ...
+    @property
+    def max_deletes(self) -> int: ...
+    @property
+    def max_delete_fraction(self) -> float: ...
+
 
 _UPDATABLE = tuple(f for f in PUSHED_USER_FIELDS if f not in ("id", "roleList"))
 
@@ -68,7 +79,12 @@ class SourceDiff:
     @property
     def is_empty(self) -> bool:
         """Nothing to send (store-only updates and missing counters may still change)."""
-        return not (self.adds or any(u.sends for u in self.updates) or self.deletes or self.class_status_changed)
+        return not (
+            self.adds
+            or any(u.sends for u in self.updates)
+            or self.deletes
+            or self.class_status_changed
+        )
 
 
 def field_changes(old: User, new: User) -> dict[str, Any]:
@@ -93,7 +109,7 @@ def diff_source(
     complete: bool,
     failed_owners: frozenset[str],
     approved_ids: frozenset[str],
-    safety: SafetyConfig,
+    safety: SafetyLimits,
     desired_class_statuses: Mapping[str, ClassStatus] | None,
     stored_class_statuses: Mapping[str, ClassStatus],
 ) -> SourceDiff:
@@ -105,7 +121,9 @@ def diff_source(
         known = acknowledged.get(user_id)
         if known is None:
             adds.append(user)
-        elif known.user != user or known.user.owners != user.owners:  # field equality: no hashing needed
+        elif (
+            known.user != user or known.user.owners != user.owners
+        ):  # field equality: no hashing needed
             if known.user.roles != user.roles:
                 warnings.append(
                     f"{user_id}: roles changed {list(known.user.roles)} → {list(user.roles)}; "
@@ -156,7 +174,7 @@ def diff_source(
 
 
 def _apply_safety(
-    due: list[User], approved_ids: frozenset[str], safety: SafetyConfig, *, population: int
+    due: list[User], approved_ids: frozenset[str], safety: SafetyLimits, *, population: int
 ) -> tuple[list[User], list[tuple[User, str]]]:
     """Hold every due deletion that is not approved when there are too many of them at once."""
     over_count = len(due) > safety.max_deletes
@@ -165,7 +183,11 @@ def _apply_safety(
         return due, []
     reason = (
         f"{len(due)} deletions in one cycle of {population} users exceeds "
-        + (f"max_deletes = {safety.max_deletes}" if over_count else f"max_delete_fraction = {safety.max_delete_fraction:g}")
+        + (
+            f"max_deletes = {safety.max_deletes}"
+            if over_count
+            else f"max_delete_fraction = {safety.max_delete_fraction:g}"
+        )
         + "; run `syncd approve-deletes` to release them"
     )
     deletes = [user for user in due if user.id in approved_ids]

@@ -25,18 +25,18 @@ EXIT_USAGE = 2
 # command -> "module:function". Each function is ``async def f(config, args, out) -> int``
 # (``demo`` takes ``(args, out)``: it needs no config file).
 COMMANDS: dict[str, str] = {
-    "run": "syncd.service:run",
-    "run-once": "syncd.cycle:run_once_command",
-    "serve": "syncd.server:serve_command",
-    "plan": "syncd.cycle:plan_command",
-    "status": "syncd.admin:status_command",
-    "approve-deletes": "syncd.admin:approve_deletes_command",
-    "retry-dead": "syncd.admin:retry_dead_command",
+    "run": "syncd.engine.daemon:run",
+    "run-once": "syncd.engine.cycle:run_once_command",
+    "serve": "syncd.server.app:serve_command",
+    "plan": "syncd.engine.cycle:plan_command",
+    "status": "syncd.cli.admin:status_command",
+    "approve-deletes": "syncd.cli.admin:approve_deletes_command",
+    "retry-dead": "syncd.cli.admin:retry_dead_command",
     "sso-url": "syncd.clients.chengjiyun:sso_url_command",
-    "import-exam": "syncd.exams:import_exam_command",
-    "exams": "syncd.exams:list_exams_command",
-    "delete-exam": "syncd.exams:delete_exam_command",
-    "demo": "syncd.sandbox.demo:demo_command",
+    "import-exam": "syncd.server.exams:import_exam_command",
+    "exams": "syncd.server.exams:list_exams_command",
+    "delete-exam": "syncd.server.exams:delete_exam_command",
+    "demo": "syncd.cli.demo:demo_command",
 }
 
 
@@ -57,30 +57,48 @@ def _parser() -> argparse.ArgumentParser:
         help="run one full cycle of every enabled source, drain the queue, and exit "
         "(0 all synced, 1 a source failed or an operation was dead-lettered, 2 config error)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("SYNCD_LOG_LEVEL", "INFO"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level", default=os.environ.get("SYNCD_LOG_LEVEL", "INFO"), help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="the daemon: scheduler, outbound worker and pull API server")
     sub.add_parser("serve", help="the pull API server alone (for the cron/timer layout)")
-    plan = sub.add_parser("plan", help="dry run: poll, map, diff and print what would be sent; writes nothing")
+    plan = sub.add_parser(
+        "plan", help="dry run: poll, map, diff and print what would be sent; writes nothing"
+    )
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     status = sub.add_parser("status", help="last cycles, queue depth, dead letters, held deletions")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    approve = sub.add_parser("approve-deletes", help="release deletions held by the [safety] limits")
-    approve.add_argument("ids", nargs="*", metavar="ID", help="user ids to release (default: all held)")
+    approve = sub.add_parser(
+        "approve-deletes", help="release deletions held by the [safety] limits"
+    )
+    approve.add_argument(
+        "ids", nargs="*", metavar="ID", help="user ids to release (default: all held)"
+    )
     sub.add_parser("retry-dead", help="put every dead-lettered operation back in the queue")
     sso = sub.add_parser("sso-url", help="print a signed Chengjiyun single-sign-on link")
     sso.add_argument("account", metavar="ACCOUNT")
-    sso.add_argument("--mobile", action="store_true", help="the mobile portal instead of the PC one")
+    sso.add_argument(
+        "--mobile", action="store_true", help="the mobile portal instead of the PC one"
+    )
     sso.add_argument("--stage", choices=["小学", "初中", "高中"], help="school stage (type)")
-    sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
+    sub.add_parser(
+        "check-config", help="validate the configuration and print it with secrets masked"
+    )
     imp = sub.add_parser("import-exam", help="import one exam's results from .xlsx or .csv files")
-    imp.add_argument("paths", nargs="+", metavar="PATH", help="an .xlsx workbook, or a folder/list of .csv files")
+    imp.add_argument(
+        "paths", nargs="+", metavar="PATH", help="an .xlsx workbook, or a folder/list of .csv files"
+    )
     imp.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     sub.add_parser("exams", help="list the imported exams")
     delete = sub.add_parser("delete-exam", help="remove one imported exam")
     delete.add_argument("exam_id", metavar="ID")
-    demo = sub.add_parser("demo", help="sync a generated school against the built-in sandbox and show the result")
-    demo.add_argument("--pupils", type=int, default=300, help="pupils in the generated school (default 300)")
+    demo = sub.add_parser(
+        "demo", help="sync a generated school against the built-in sandbox and show the result"
+    )
+    demo.add_argument(
+        "--pupils", type=int, default=300, help="pupils in the generated school (default 300)"
+    )
     return parser
 
 
@@ -92,7 +110,9 @@ def _resolve(target: str) -> Callable[..., Any]:
 
 def _check_config(config: Config, out: TextIO) -> int:
     out.write(json.dumps(masked(config), ensure_ascii=False, indent=2) + "\n")
-    out.write(f"configuration is valid; enabled sources: {', '.join(config.enabled_sources) or 'none'}\n")
+    out.write(
+        f"configuration is valid; enabled sources: {', '.join(config.enabled_sources) or 'none'}\n"
+    )
     return EXIT_OK
 
 

@@ -14,9 +14,9 @@ from typing import Any, TextIO
 
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import load_config
-from syncd.cycle import run_cycle
-from syncd.model import ROLES
-from syncd.outbox import worker_from_config
+from syncd.core.model import ROLES
+from syncd.engine.cycle import run_cycle
+from syncd.engine.drain import worker_from_config
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.sandbox.epaas import FakeEpaas
@@ -35,7 +35,10 @@ async def _sync(config_path: Path, chengjiyun: FakeChengjiyun, out: TextIO, titl
             await worker_from_config(config, store, client).drain()
     out.write(f"\n== {title} ==\n")
     for source, sr in report.sources.items():
-        out.write(f"  {source}: {sr.outcome}, {sr.users} users" + (f", {sr.classes} classes" if source == "epaas" else ""))
+        out.write(
+            f"  {source}: {sr.outcome}, {sr.users} users"
+            + (f", {sr.classes} classes" if source == "epaas" else "")
+        )
         out.write(f" ({len(sr.warnings)} warning(s))\n" if sr.warnings else "\n")
     pushes = chengjiyun.pushes[before:]
     if not pushes:
@@ -48,10 +51,13 @@ async def _sync(config_path: Path, chengjiyun: FakeChengjiyun, out: TextIO, titl
             continue
         items = push.body or []
         shown = ", ".join(
-            (item if isinstance(item, str) else f"{item['id']} {item.get('name', '')}".strip()) for item in items[:3]
+            (item if isinstance(item, str) else f"{item['id']} {item.get('name', '')}".strip())
+            for item in items[:3]
         )
         more = f" … (+{len(items) - 3})" if len(items) > 3 else ""
-        out.write(f"    {push.endpoint:<20} code {push.code}  {len(items):>4} record(s): {shown}{more}\n")
+        out.write(
+            f"    {push.endpoint:<20} code {push.code}  {len(items):>4} record(s): {shown}{more}\n"
+        )
 
 
 async def demo_command(args: Any, out: TextIO) -> int:
@@ -79,7 +85,11 @@ async def demo_command(args: Any, out: TextIO) -> int:
             )
             await _sync(config_path, chengjiyun, out, "first sync")
             roles = Counter(role for user in chengjiyun.users.values() for role in user["roleList"])
-            out.write("  Chengjiyun now holds: " + ", ".join(f"{roles[r]} {r}" for r in ROLES if roles[r]) + "\n")
+            out.write(
+                "  Chengjiyun now holds: "
+                + ", ".join(f"{roles[r]} {r}" for r in ROLES if roles[r])
+                + "\n"
+            )
 
             pupil_id = next(iter(school.pupils))
             classcharts.rename_pupil(pupil_id, "Renamed", "Pupil")
@@ -88,7 +98,9 @@ async def demo_command(args: Any, out: TextIO) -> int:
             leaving = sorted(school.teachers)[-1]
             epaas.remove_teacher(leaving)
             first_class = school.classes[0]
-            old_head = next(u for u, (kind, _) in epaas.classes[first_class.id].teachers.items() if kind == 3)
+            old_head = next(
+                u for u, (kind, _) in epaas.classes[first_class.id].teachers.items() if kind == 3
+            )
             new_head = next(u for u in sorted(school.teachers) if u not in (old_head, leaving))
             epaas.unassign(first_class.id, old_head)
             epaas.assign(first_class.id, new_head, 3, ["语文"])

@@ -22,9 +22,9 @@ from typing import Any
 
 import aiosqlite
 
-from syncd.diff import AckedUser, SourceDiff
+from syncd.core.diff import AckedUser, SourceDiff
+from syncd.core.model import ClassStatus, User
 from syncd.exceptions import SyncdError
-from syncd.model import ClassStatus, User
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Store", "StoreError", "class_status_digest"]
 
@@ -220,7 +220,9 @@ class Store:
         if self.readonly and not in_memory:
             version = await self._user_version()
             if version > SCHEMA_VERSION:
-                raise StoreError(f"database {self.path} is schema {version}, newer than this syncd ({SCHEMA_VERSION})")
+                raise StoreError(
+                    f"database {self.path} is schema {version}, newer than this syncd ({SCHEMA_VERSION})"
+                )
             return
         if not self.readonly:
             await self.conn.execute("PRAGMA journal_mode = WAL")
@@ -235,7 +237,9 @@ class Store:
     async def _migrate(self) -> None:
         version = await self._user_version()
         if version > SCHEMA_VERSION:
-            raise StoreError(f"database {self.path} is schema {version}, newer than this syncd ({SCHEMA_VERSION})")
+            raise StoreError(
+                f"database {self.path} is schema {version}, newer than this syncd ({SCHEMA_VERSION})"
+            )
         for number in range(version, SCHEMA_VERSION):
             # executescript commits first; the whole step plus its version bump is one transaction.
             await self.conn.executescript(
@@ -336,7 +340,9 @@ class Store:
     # --- the sync engine's writes -----------------------------------------------------------
 
     async def acknowledged(self, source: str) -> dict[str, AckedUser]:
-        rows = await self.fetchall("SELECT record, missing_cycles FROM users WHERE source = ?", (source,))
+        rows = await self.fetchall(
+            "SELECT record, missing_cycles FROM users WHERE source = ?", (source,)
+        )
         acked = {}
         for row in rows:
             user = User.from_json(json.loads(row["record"]))
@@ -344,7 +350,9 @@ class Store:
         return acked
 
     async def approved_ids(self, source: str) -> frozenset[str]:
-        rows = await self.fetchall("SELECT id FROM held_deletions WHERE source = ? AND approved = 1", (source,))
+        rows = await self.fetchall(
+            "SELECT id FROM held_deletions WHERE source = ? AND approved = 1", (source,)
+        )
         return frozenset(row["id"] for row in rows)
 
     async def stored_class_statuses(self) -> dict[str, ClassStatus]:
@@ -353,7 +361,9 @@ class Store:
         return {status.key: status for status in statuses}
 
     async def class_status_digest(self) -> str:
-        return class_status_digest(tuple(row) for row in await self.fetchall("SELECT key, hash FROM class_statuses"))
+        return class_status_digest(
+            tuple(row) for row in await self.fetchall("SELECT key, hash FROM class_statuses")
+        )
 
     async def begin_cycle(self, command: str) -> int:
         async with self.write() as db:
@@ -362,14 +372,18 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
-    async def finish_cycle(self, cycle_id: int, *, outcome: str, sources: dict[str, Any], counts: dict[str, Any]) -> None:
+    async def finish_cycle(
+        self, cycle_id: int, *, outcome: str, sources: dict[str, Any], counts: dict[str, Any]
+    ) -> None:
         async with self.write() as db:
             await db.execute(
                 "UPDATE cycles SET finished_at = ?, outcome = ?, sources = ?, counts = ? WHERE id = ?",
                 (time.time(), outcome, _dumps(sources), _dumps(counts), cycle_id),
             )
 
-    async def record_poll(self, source: str, *, ok: bool, error: str | None, now: float | None = None) -> None:
+    async def record_poll(
+        self, source: str, *, ok: bool, error: str | None, now: float | None = None
+    ) -> None:
         """Keep the per-source health: consecutive failures, failing after 3, last success."""
         now = time.time() if now is None else now
         async with self.write() as db:
@@ -412,18 +426,29 @@ class Store:
                 "INSERT INTO desired_users (id, source, record, hash) VALUES (?, ?, ?, ?)",
                 [(u.id, source, _dumps(u.to_json()), u.content_hash()) for u in desired.values()],
             )
-            await db.execute("UPDATE users SET missing_cycles = 0 WHERE source = ? AND missing_cycles != 0", (source,))
+            await db.execute(
+                "UPDATE users SET missing_cycles = 0 WHERE source = ? AND missing_cycles != 0",
+                (source,),
+            )
             await db.executemany(
-                "UPDATE users SET missing_cycles = ? WHERE id = ?", [(n, uid) for uid, n in diff.missing.items()]
+                "UPDATE users SET missing_cycles = ? WHERE id = ?",
+                [(n, uid) for uid, n in diff.missing.items()],
             )
             await db.executemany(
                 "UPDATE users SET record = ?, hash = ? WHERE id = ?",
-                [(_dumps(u.user.to_json()), u.user.content_hash(), u.user.id) for u in diff.updates if not u.sends],
+                [
+                    (_dumps(u.user.to_json()), u.user.content_hash(), u.user.id)
+                    for u in diff.updates
+                    if not u.sends
+                ],
             )
             held_now = {user.id for user, _ in diff.held}
-            held_before = await db.execute_fetchall("SELECT id FROM held_deletions WHERE source = ?", (source,))
+            held_before = await db.execute_fetchall(
+                "SELECT id FROM held_deletions WHERE source = ?", (source,)
+            )
             await db.executemany(
-                "DELETE FROM held_deletions WHERE id = ?", [(row[0],) for row in held_before if row[0] not in held_now]
+                "DELETE FROM held_deletions WHERE id = ?",
+                [(row[0],) for row in held_before if row[0] not in held_now],
             )
             await db.executemany(
                 """INSERT INTO held_deletions (id, source, name, reason, held_at) VALUES (?, ?, ?, ?, ?)
@@ -434,7 +459,10 @@ class Store:
                 await db.execute("DELETE FROM class_statuses")
                 await db.executemany(
                     "INSERT INTO class_statuses (key, record, hash, updated_at) VALUES (?, ?, ?, ?)",
-                    [(s.key, _dumps(s.to_json()), s.content_hash(), now) for s in diff.class_statuses.values()],
+                    [
+                        (s.key, _dumps(s.to_json()), s.content_hash(), now)
+                        for s in diff.class_statuses.values()
+                    ],
                 )
 
             operations = [
@@ -442,11 +470,16 @@ class Store:
                 *(("updateUser", u.user.id, u.changes, u.user) for u in diff.updates if u.sends),
                 *(("deleteUser", u.id, u.id, None) for u in diff.deletes),
             ]
-            await db.execute("DELETE FROM outbox WHERE source = ? AND kind != 'classStatus'", (source,))
+            await db.execute(
+                "DELETE FROM outbox WHERE source = ? AND kind != 'classStatus'", (source,)
+            )
             dead_rows = await db.execute_fetchall(
                 "SELECT seq, kind, record_id, hash FROM dead_letters WHERE source = ?", (source,)
             )
-            wanted = {(kind, record_id, _op_hash(kind, record_id, user)) for kind, record_id, _, user in operations}
+            wanted = {
+                (kind, record_id, _op_hash(kind, record_id, user))
+                for kind, record_id, _, user in operations
+            }
             # A dead letter stays only while the very same operation is still wanted; one whose
             # record changed or no longer needs sending is gone (the log keeps its story).
             await db.executemany(
@@ -469,7 +502,9 @@ class Store:
             )
             digest_rows = await db.execute_fetchall("SELECT key, hash FROM class_statuses")
             digest = class_status_digest(tuple(row) for row in digest_rows)
-            notified = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (NOTIFIED_DIGEST_KEY,))
+            notified = await db.execute_fetchall(
+                "SELECT value FROM meta WHERE key = ?", (NOTIFIED_DIGEST_KEY,)
+            )
             notified_digest = notified[0][0] if notified else class_status_digest(())
             if diff.class_status_changed or digest != notified_digest:
                 cursor = await db.execute(

@@ -26,11 +26,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config
 from syncd.cron import interval_s, trigger_from_crontab
-from syncd.cycle import run_cycle
+from syncd.engine.cycle import run_cycle
+from syncd.engine.drain import OutboxWorker, worker_from_config
+from syncd.engine.notify import SystemdNotifier, watchdog_loop
 from syncd.log import get_logger
-from syncd.notify import SystemdNotifier, watchdog_loop
-from syncd.outbox import OutboxWorker, worker_from_config
-from syncd.server import start_server
+from syncd.server.app import start_server
 from syncd.store import FAILING_AFTER, Store
 
 __all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "Daemon", "backoff_delay_s", "run"]
@@ -48,7 +48,9 @@ def backoff_delay_s(consecutive_failures: int, schedule_interval_s: float) -> fl
     """
     if consecutive_failures < FAILING_AFTER:
         return 0.0
-    return min(MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1))
+    return min(
+        MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1)
+    )
 
 
 def make_scheduler(config: Config, job: Any) -> AsyncIOScheduler:
@@ -148,7 +150,11 @@ class Daemon:
     def _paused_today(self) -> bool:
         paused = self.config.schedule.paused_on(dt.date.today())
         if paused != self._paused_logged:
-            log.info("pause range begins; no polling or pushing" if paused else "pause range over; syncing again")
+            log.info(
+                "pause range begins; no polling or pushing"
+                if paused
+                else "pause range over; syncing again"
+            )
             self._paused_logged = paused
         return paused
 
@@ -188,7 +194,11 @@ class Daemon:
         last_attempt = float(state.get("last_attempt_at") or 0.0)
         delay = backoff_delay_s(failures, interval_s(getattr(self.config.schedule, source)))
         if delay and self._clock() < last_attempt + delay:
-            log.debug("source is failing; backing off", source=source, next_attempt_in_s=round(last_attempt + delay - self._clock()))
+            log.debug(
+                "source is failing; backing off",
+                source=source,
+                next_attempt_in_s=round(last_attempt + delay - self._clock()),
+            )
             return
         report = await run_cycle(self.config, self.store, [source], command="run", daemon=True)
         self.worker.wake()
@@ -201,8 +211,12 @@ class Daemon:
             # One line per change of state, not one per attempt (DataUpdateCoordinator style).
             error = "; ".join(outcome.errors) or None
             if now == "failing":
-                log.error("source is failing; polling it with back-off until it recovers", source=source,
-                          consecutive_failures=state.get("consecutive_failures"), error=error)
+                log.error(
+                    "source is failing; polling it with back-off until it recovers",
+                    source=source,
+                    consecutive_failures=state.get("consecutive_failures"),
+                    error=error,
+                )
             elif now == "erroring":
                 log.warning("source failed; retrying on its schedule", source=source, error=error)
             else:

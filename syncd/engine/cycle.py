@@ -22,10 +22,8 @@ from syncd.clients.chengjiyun import client_from_config
 from syncd.clients.classcharts import ParentClient, StudentClient
 from syncd.clients.epaas import EpaasClient, fetch_school
 from syncd.config import Config
-from syncd.diff import AckedUser, SourceDiff, diff_source
-from syncd.exceptions import ConfigError, SyncdError
-from syncd.log import get_logger
-from syncd.mapping import (
+from syncd.core.diff import AckedUser, SourceDiff, diff_source
+from syncd.core.mapping import (
     ClassChartsAccountPoll,
     MappedSource,
     PupilFacts,
@@ -34,9 +32,11 @@ from syncd.mapping import (
     parent_account_key,
     student_account_key,
 )
+from syncd.core.roster import load_roster
+from syncd.engine.drain import DrainReport, worker_from_config
+from syncd.exceptions import ConfigError, SyncdError
+from syncd.log import get_logger
 from syncd.metrics import CYCLES, LAST_SUCCESS
-from syncd.outbox import DrainReport, worker_from_config
-from syncd.roster import load_roster
 from syncd.store import Store
 
 __all__ = ["CycleReport", "SourceReport", "plan_command", "run_cycle", "run_once_command"]
@@ -101,7 +101,9 @@ class CycleReport:
 async def _poll_parent(config: Config, email: str, password: str) -> ClassChartsAccountPoll:
     section = config.classcharts
     assert section is not None
-    async with ParentClient(email, password, base_url=section.base_url, timeout_s=section.timeout_s) as client:
+    async with ParentClient(
+        email, password, base_url=section.base_url, timeout_s=section.timeout_s
+    ) as client:
         await client.login()
         pupils = await client.get_pupils()
         return ClassChartsAccountPoll(
@@ -116,7 +118,9 @@ async def _poll_parent(config: Config, email: str, password: str) -> ClassCharts
 async def _poll_student(config: Config, code: str, dob: str) -> ClassChartsAccountPoll:
     section = config.classcharts
     assert section is not None
-    async with StudentClient(code, dob, base_url=section.base_url, timeout_s=section.timeout_s) as client:
+    async with StudentClient(
+        code, dob, base_url=section.base_url, timeout_s=section.timeout_s
+    ) as client:
         await client.login()
         return ClassChartsAccountPoll(
             account_key=student_account_key(code, config.chengjiyun.key.reveal()),
@@ -132,7 +136,11 @@ async def poll_classcharts(config: Config, *, quiet: bool = False) -> _Poll:
     assert section is not None
     limit = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
     accounts: list[tuple[str, str, Any]] = [
-        (f"parent account {p.email}", parent_account_key(p.email), _poll_parent(config, p.email, p.password.reveal()))
+        (
+            f"parent account {p.email}",
+            parent_account_key(p.email),
+            _poll_parent(config, p.email, p.password.reveal()),
+        )
         for p in section.parents
     ] + [
         (
@@ -156,7 +164,9 @@ async def poll_classcharts(config: Config, *, quiet: bool = False) -> _Poll:
             failed.add(key)
             errors.append(f"{label}: {result}")
             (log.debug if quiet else log.warning)(
-                "classcharts account failed; its pupils are kept as they are", account=label, error=str(result)
+                "classcharts account failed; its pupils are kept as they are",
+                account=label,
+                error=str(result),
             )
         elif isinstance(result, BaseException):
             raise result
@@ -183,7 +193,12 @@ async def poll_epaas(config: Config, today: dt.date) -> _Poll:
         timeout_s=section.timeout_s,
     ) as client:
         school = await fetch_school(client)
-    mapped = map_epaas(school.classes, id_prefix=section.id_prefix, today=today, class_subjects=section.class_subjects)
+    mapped = map_epaas(
+        school.classes,
+        id_prefix=section.id_prefix,
+        today=today,
+        class_subjects=section.class_subjects,
+    )
     mapped = MappedSource(mapped.users, mapped.class_statuses, school.warnings + mapped.warnings)
     errors = tuple(f"incomplete answer: {w}" for w in school.warnings)
     return _Poll(mapped, complete=school.complete, errors=errors)
@@ -198,7 +213,9 @@ async def _poll(config: Config, source: str, today: dt.date, *, quiet: bool) -> 
         raise
     except SyncdError as err:
         (log.debug if quiet else log.warning)(
-            "source failed; nothing from it is sent or deleted this cycle", source=source, error=str(err)
+            "source failed; nothing from it is sent or deleted this cycle",
+            source=source,
+            error=str(err),
         )
         return _Poll(None, complete=False, errors=(str(err),))
 
@@ -223,7 +240,9 @@ async def run_cycle(
     """
     today = today or dt.date.today()
     cycle_id = await store.begin_cycle(command) if write else 0
-    polls = await asyncio.gather(*(_poll(config, source, today, quiet=daemon) for source in sources))
+    polls = await asyncio.gather(
+        *(_poll(config, source, today, quiet=daemon) for source in sources)
+    )
     reports: dict[str, SourceReport] = {}
     stored_statuses = await store.stored_class_statuses()
     for source, poll in zip(sources, polls, strict=True):
@@ -232,21 +251,35 @@ async def run_cycle(
         )
         CYCLES.labels(source=source, outcome=report.outcome).inc()
         if write:
-            await store.record_poll(source, ok=poll.mapped is not None, error="; ".join(poll.errors) or None)
+            await store.record_poll(
+                source, ok=poll.mapped is not None, error="; ".join(poll.errors) or None
+            )
         if poll.mapped is not None:
             LAST_SUCCESS.labels(source=source).set(time.time())
     if write:
-        outcome = "ok" if all(r.outcome == "ok" for r in reports.values()) else (
-            "failed" if all(r.outcome == "failed" for r in reports.values()) else "partial"
+        outcome = (
+            "ok"
+            if all(r.outcome == "ok" for r in reports.values())
+            else ("failed" if all(r.outcome == "failed" for r in reports.values()) else "partial")
         )
         summaries = {s: r.summary() for s, r in reports.items()}
-        totals = {k: sum(int(v[k]) for v in summaries.values()) for k in ("adds", "updates", "deletes", "held")}
+        totals = {
+            k: sum(int(v[k]) for v in summaries.values())
+            for k in ("adds", "updates", "deletes", "held")
+        }
         await store.finish_cycle(cycle_id, outcome=outcome, sources=summaries, counts=totals)
     return CycleReport(reports)
 
 
 async def _diff_one(
-    config: Config, store: Store, source: str, poll: _Poll, stored_statuses: Any, *, write: bool, once: bool
+    config: Config,
+    store: Store,
+    source: str,
+    poll: _Poll,
+    stored_statuses: Any,
+    *,
+    write: bool,
+    once: bool,
 ) -> SourceReport:
     if poll.mapped is None:
         return SourceReport(source, "failed", errors=poll.errors)
@@ -271,7 +304,9 @@ async def _diff_one(
     if diff.held:
         log.warning(
             "deletions held by the [safety] limits; run `syncd approve-deletes` to release them",
-            source=source, held=len(diff.held), reason=diff.held[0][1],
+            source=source,
+            held=len(diff.held),
+            reason=diff.held[0][1],
         )
     if write:
         await store.apply_diff(diff, poll.mapped.users)
@@ -327,8 +362,10 @@ def _describe_sources(report: CycleReport, out: TextIO) -> None:
         if sr.warnings:
             out.write(f"  {len(sr.warnings)} warning(s), e.g. {sr.warnings[0]}\n")
         if counts["held"]:
-            out.write(f"  {counts['held']} deletion(s) HELD by the [safety] limits: see `syncd status`, "
-                      "release with `syncd approve-deletes`\n")
+            out.write(
+                f"  {counts['held']} deletion(s) HELD by the [safety] limits: see `syncd status`, "
+                "release with `syncd approve-deletes`\n"
+            )
 
 
 def _describe_drain(drain: DrainReport, out: TextIO) -> None:
@@ -363,7 +400,9 @@ async def run_once_command(config: Config, args: Any, out: TextIO) -> int:
         _describe_drain(drain, out)
         dead_left = len(await store.dead_letters())
     if dead_left:
-        out.write(f"{dead_left} dead letter(s) waiting: see `syncd status`; requeue with `syncd retry-dead`\n")
+        out.write(
+            f"{dead_left} dead letter(s) waiting: see `syncd status`; requeue with `syncd retry-dead`\n"
+        )
     return EXIT_FAILED if report.failed or drain.dead or dead_left or drain.remaining else EXIT_OK
 
 
@@ -382,7 +421,9 @@ def _plan_json(report: CycleReport) -> dict[str, Any]:
             "addUser": [u.pushed() for u in diff.adds] if diff else [],
             "updateUser": [u.changes for u in diff.updates if u.sends] if diff else [],
             "deleteUser": [u.id for u in diff.deletes] if diff else [],
-            "held": [{"id": u.id, "name": u.name, "reason": r} for u, r in diff.held] if diff else [],
+            "held": [{"id": u.id, "name": u.name, "reason": r} for u, r in diff.held]
+            if diff
+            else [],
             "missing": dict(diff.missing) if diff else {},
             "classStatusChanged": bool(diff and diff.class_status_changed),
         }
@@ -406,7 +447,9 @@ def _plan_text(report: CycleReport, config: Config, out: TextIO) -> None:
             if not update.sends:
                 continue
             old = sr.acknowledged[update.user.id].user.pushed()
-            changes = ", ".join(f"{k}: {old.get(k)!r} → {v!r}" for k, v in update.changes.items() if k != "id")
+            changes = ", ".join(
+                f"{k}: {old.get(k)!r} → {v!r}" for k, v in update.changes.items() if k != "id"
+            )
             out.write(f"  update  {update.user.id}  {changes}\n")
         for user in diff.deletes:
             out.write(f"  delete  {user.id}  {user.name}\n")
@@ -416,7 +459,9 @@ def _plan_text(report: CycleReport, config: Config, out: TextIO) -> None:
         for user_id, count in sorted(diff.missing.items()):
             if user_id in held_ids:
                 continue
-            out.write(f"  missing {user_id} ({count} of {config.safety.delete_after_cycles} cycles before deletion)\n")
+            out.write(
+                f"  missing {user_id} ({count} of {config.safety.delete_after_cycles} cycles before deletion)\n"
+            )
         if diff.class_status_changed:
             out.write("  class statuses changed: update/classStatus will be sent once\n")
         if diff.is_empty and not diff.held:

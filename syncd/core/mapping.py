@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from syncd.model import ROLE_PARENT, ROLE_STUDENT, ROLE_TEACHER, ClassStatus, User
+from syncd.core.model import ROLE_PARENT, ROLE_STUDENT, ROLE_TEACHER, ClassStatus, User
 
 __all__ = [
     "STAGE_BASE",
@@ -128,7 +128,9 @@ def map_classcharts(
 
     def merge(user: User) -> None:
         known = users.get(user.id)
-        users[user.id] = user if known is None else replace(known, owners=known.owners | user.owners)
+        users[user.id] = (
+            user if known is None else replace(known, owners=known.owners | user.owners)
+        )
 
     for account in accounts:
         owners = frozenset({account.account_key})
@@ -139,7 +141,11 @@ def map_classcharts(
                 warnings.append(f"classcharts pupil {pupil.id}: empty name; skipped")
                 continue
             pupil_user = User(
-                id=f"{id_prefix}{pupil.id}", name=name, roles=(ROLE_STUDENT,), source="classcharts", owners=owners
+                id=f"{id_prefix}{pupil.id}",
+                name=name,
+                roles=(ROLE_STUDENT,),
+                source="classcharts",
+                owners=owners,
             )
             overrides = roster.overrides_for(pupil.id) if roster is not None else None
             if overrides is not None:
@@ -172,7 +178,20 @@ def map_classcharts(
 
 # --- epaas -----------------------------------------------------------------------------------
 
-_CHINESE_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_CHINESE_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _BRACKETED = re.compile(r"[(（]\s*([0-9]+|[零〇一二两三四五六七八九十]+)\s*[)）]")
 _BEFORE_BAN = re.compile(r"([0-9]+|[零〇一二两三四五六七八九十]+)\s*班")
 _ONLY_NUMBER = re.compile(r"^\s*([0-9]+)\s*$")
@@ -186,7 +205,9 @@ def _chinese_number(text: str) -> int | None:
         return _CHINESE_DIGITS.get(text) if len(text) == 1 else None
     tens_text, _, units_text = text.partition("十")
     tens = 1 if tens_text == "" else _CHINESE_DIGITS.get(tens_text) if len(tens_text) == 1 else None
-    units = 0 if units_text == "" else _CHINESE_DIGITS.get(units_text) if len(units_text) == 1 else None
+    units = (
+        0 if units_text == "" else _CHINESE_DIGITS.get(units_text) if len(units_text) == 1 else None
+    )
     if tens is None or units is None:
         return None
     return tens * 10 + units
@@ -207,7 +228,7 @@ def parse_class_number(class_name: str) -> int | None:
 
 
 def enrolment_year(grade_name: str | None) -> int | None:
-    """"2017级" → 2017; None when there is no four-digit year followed by 级."""
+    """ "2017级" → 2017; None when there is no four-digit year followed by 级."""
     if not grade_name:
         return None
     match = re.search(r"((?:19|20)[0-9]{2})\s*级", grade_name)
@@ -260,10 +281,15 @@ def map_epaas(
                     warnings.append(f"epaas teacher {teacher.userid}: empty name; skipped")
                     continue
                 users[user_id] = User(
-                    id=user_id, name=teacher.name.strip(), roles=(ROLE_TEACHER,), source="epaas",
+                    id=user_id,
+                    name=teacher.name.strip(),
+                    roles=(ROLE_TEACHER,),
+                    source="epaas",
                     owners=frozenset({"epaas"}),
                 )
-        status, problem = _class_status(klass, id_prefix=id_prefix, today=today, subject=class_subjects.get(str(klass.id), 0))
+        status, problem = _class_status(
+            klass, id_prefix=id_prefix, today=today, subject=class_subjects.get(str(klass.id), 0)
+        )
         if status is None:
             warnings.append(f"{label}: {problem}; class status skipped")
             continue
@@ -284,7 +310,10 @@ def _class_status(
         return None, f"stage {klass.org_attribute_name!r} is not 小学, 初中 or 高中"
     grade = grade_for(stage, year, today)
     if grade is None:
-        return None, f"a {year}级 {stage} class is outside its stage this school year (graduated or not yet enrolled)"
+        return (
+            None,
+            f"a {year}级 {stage} class is outside its stage this school year (graduated or not yet enrolled)",
+        )
     class_no = parse_class_number(klass.class_name)
     if class_no is None:
         return None, "the class name has no class number"
@@ -309,6 +338,8 @@ def _class_status(
         class_no=class_no,
         head_teacher=f"{id_prefix}{heads[0]}" if heads else None,
         subject=subject,
-        course_teachers=tuple(sorted((course, f"{id_prefix}{userid}") for course, userid in courses.items())),
+        course_teachers=tuple(
+            sorted((course, f"{id_prefix}{userid}") for course, userid in courses.items())
+        ),
     )
     return status, "; ".join(problems)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from syncd.config import Config
+from syncd.core.model import ROLE_STUDENT
 from syncd.exceptions import ApiError
-from syncd.model import ROLE_STUDENT
 from syncd.store import Store
 
 __all__ = [
@@ -40,14 +40,34 @@ INFO_SHEET, TOTAL_SHEET = "考试信息", "总分"
 STRUCTURE_PREFIX, SCORES_PREFIX = "小题结构-", "小题分-"
 MAX_PROBLEMS = 50
 
-INFO_KEYS = {"考试ID": "exam_id", "examId": "exam_id", "标题": "title", "title": "title",
-             "年级": "grade", "grade": "grade", "入学年份": "year", "year": "year"}
+INFO_KEYS = {
+    "考试ID": "exam_id",
+    "examId": "exam_id",
+    "标题": "title",
+    "title": "title",
+    "年级": "grade",
+    "grade": "grade",
+    "入学年份": "year",
+    "year": "year",
+}
 ACCOUNT_HEADERS = {"账号", "account"}
 STRUCTURE_HEADERS = {
-    "题号": "number", "number": "number", "类型": "subjective", "subjective": "subjective",
-    "满分": "score", "score": "score", "卷别": "scroll", "scroll": "scroll",
-    "选做组": "selection", "selection": "selection", "题型": "type", "type": "type",
-    "知识点": "knowledge", "knowledge": "knowledge", "能力": "ability", "ability": "ability",
+    "题号": "number",
+    "number": "number",
+    "类型": "subjective",
+    "subjective": "subjective",
+    "满分": "score",
+    "score": "score",
+    "卷别": "scroll",
+    "scroll": "scroll",
+    "选做组": "selection",
+    "selection": "selection",
+    "题型": "type",
+    "type": "type",
+    "知识点": "knowledge",
+    "knowledge": "knowledge",
+    "能力": "ability",
+    "ability": "ability",
 }
 REQUIRED_STRUCTURE = ("number", "subjective", "score", "scroll")
 
@@ -137,8 +157,10 @@ def read_sheets(paths: Sequence[Path]) -> list[Sheet]:
             try:
                 text = path.read_text(encoding="utf-8-sig")
             except UnicodeDecodeError:
-                raise ExamFileError(f"{path} is not UTF-8 text; save it as \"CSV UTF-8\"") from None
-            sheets.append(Sheet(path.name, path.stem, [list(row) for row in csv.reader(text.splitlines())]))
+                raise ExamFileError(f'{path} is not UTF-8 text; save it as "CSV UTF-8"') from None
+            sheets.append(
+                Sheet(path.name, path.stem, [list(row) for row in csv.reader(text.splitlines())])
+            )
         else:
             raise ExamFileError(f"{path}: only .xlsx and .csv files can be imported")
     return sheets
@@ -151,7 +173,14 @@ def _read_workbook(path: Path) -> list[Sheet]:
     try:
         workbook = CalamineWorkbook.from_path(str(path))
         return [
-            Sheet(path.name, name, [list(row) for row in workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)])
+            Sheet(
+                path.name,
+                name,
+                [
+                    list(row)
+                    for row in workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
+                ],
+            )
             for name in workbook.sheet_names
         ]
     except (CalamineError, OSError, ValueError) as err:
@@ -187,9 +216,19 @@ def validate_exam(sheets: Sequence[Sheet], students: set[str]) -> tuple[Exam, li
     by_name = {sheet.name: sheet for sheet in sheets}
     info, totals = by_name.get(INFO_SHEET), by_name.get(TOTAL_SHEET)
     if info is None or totals is None:
-        missing = [name for name, sheet in ((INFO_SHEET, info), (TOTAL_SHEET, totals)) if sheet is None]
+        missing = [
+            name for name, sheet in ((INFO_SHEET, info), (TOTAL_SHEET, totals)) if sheet is None
+        ]
         first = sheets[0] if sheets else Sheet("(no files)", "-", [])
-        problems.append(Problem(first.file, "-", 0, "-", f"missing sheet(s) {', '.join(missing)} (see docs/exams.md)"))
+        problems.append(
+            Problem(
+                first.file,
+                "-",
+                0,
+                "-",
+                f"missing sheet(s) {', '.join(missing)} (see docs/exams.md)",
+            )
+        )
         return exam, problems
     _read_info(info, exam, problems)
     exam.totals = _read_scores(totals, students, problems, lambda header: header)
@@ -202,7 +241,9 @@ def validate_exam(sheets: Sequence[Sheet], students: set[str]) -> tuple[Exam, li
             course = sheet.name.removeprefix(SCORES_PREFIX)
             structure = exam.questions.get(course)
             if structure is None:
-                problems.add(sheet, 1, "A", f"no sheet {STRUCTURE_PREFIX}{course} describes these questions")
+                problems.add(
+                    sheet, 1, "A", f"no sheet {STRUCTURE_PREFIX}{course} describes these questions"
+                )
                 continue
             full_marks = {q.number: q.score for q in structure}
             exam.question_scores[course] = _read_scores(sheet, students, problems, None, full_marks)
@@ -219,7 +260,9 @@ def _read_info(sheet: Sheet, exam: Exam, problems: _Problems) -> None:
         key = INFO_KEYS.get(key_text)
         if key is None:
             if line > 1:  # row 1 may be a header such as 项目,值
-                problems.add(sheet, line, 0, f"unknown item {key_text!r}; use 考试ID, 标题, 年级, 入学年份")
+                problems.add(
+                    sheet, line, 0, f"unknown item {key_text!r}; use 考试ID, 标题, 年级, 入学年份"
+                )
             continue
         seen.add(key)
         if key in ("exam_id", "title"):
@@ -245,18 +288,27 @@ def _header(sheet: Sheet) -> list[str]:
 
 def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
     header = _header(sheet)
-    columns = {STRUCTURE_HEADERS.get(name): index for index, name in enumerate(header) if STRUCTURE_HEADERS.get(name)}
+    columns = {
+        STRUCTURE_HEADERS.get(name): index
+        for index, name in enumerate(header)
+        if STRUCTURE_HEADERS.get(name)
+    }
     for index, name in enumerate(header):
         if name and name not in STRUCTURE_HEADERS:
             problems.add(sheet, 1, index, f"unknown column {name!r}")
     missing = [name for name in REQUIRED_STRUCTURE if name not in columns]
     if missing:
-        problems.add(sheet, 1, "A", f"missing column(s) {', '.join(missing)} (题号, 类型, 满分, 卷别)")
+        problems.add(
+            sheet, 1, "A", f"missing column(s) {', '.join(missing)} (题号, 类型, 满分, 卷别)"
+        )
         return []
     questions: list[Question] = []
     numbers: dict[str, int] = {}
     for line, row in enumerate(sheet.rows[1:], start=2):
-        cells = {key: _cell_text(row[index]) if index < len(row) else "" for key, index in columns.items()}
+        cells = {
+            key: _cell_text(row[index]) if index < len(row) else ""
+            for key, index in columns.items()
+        }
         if not any(cells.values()):
             continue
         number = cells["number"]
@@ -264,21 +316,43 @@ def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
             problems.add(sheet, line, columns["number"], "question number is empty")
             continue
         if number in numbers:
-            problems.add(sheet, line, columns["number"], f"question {number} already appears on row {numbers[number]}")
+            problems.add(
+                sheet,
+                line,
+                columns["number"],
+                f"question {number} already appears on row {numbers[number]}",
+            )
             continue
         numbers[number] = line
         if cells["subjective"] not in ("主观题", "客观题"):
-            problems.add(sheet, line, columns["subjective"], f"{cells['subjective']!r} must be 主观题 or 客观题")
+            problems.add(
+                sheet,
+                line,
+                columns["subjective"],
+                f"{cells['subjective']!r} must be 主观题 or 客观题",
+            )
         if cells["scroll"] not in ("一卷", "二卷"):
-            problems.add(sheet, line, columns["scroll"], f"{cells['scroll']!r} must be 一卷 or 二卷")
+            problems.add(
+                sheet, line, columns["scroll"], f"{cells['scroll']!r} must be 一卷 or 二卷"
+            )
         full = _number(cells["score"])
         if full is None or full <= 0:
-            problems.add(sheet, line, columns["score"], f"full mark {cells['score']!r} is not a positive number")
+            problems.add(
+                sheet,
+                line,
+                columns["score"],
+                f"full mark {cells['score']!r} is not a positive number",
+            )
             full = 0.0
-        questions.append(Question(
-            number, cells["subjective"], full, cells["scroll"],
-            *(cells.get(key) or None for key in ("selection", "type", "knowledge", "ability")),
-        ))
+        questions.append(
+            Question(
+                number,
+                cells["subjective"],
+                full,
+                cells["scroll"],
+                *(cells.get(key) or None for key in ("selection", "type", "knowledge", "ability")),
+            )
+        )
     return questions
 
 
@@ -300,7 +374,9 @@ def _read_scores(
         if not name:
             problems.add(sheet, 1, index, "column header is empty")
         elif name in seen_columns:
-            problems.add(sheet, 1, index, f"{name} is also column {_column_letter(seen_columns[name])}")
+            problems.add(
+                sheet, 1, index, f"{name} is also column {_column_letter(seen_columns[name])}"
+            )
         elif full_marks is not None and name not in full_marks:
             problems.add(sheet, 1, index, f"question {name} has no row in the structure sheet")
         seen_columns.setdefault(name, index)
@@ -310,7 +386,12 @@ def _read_scores(
         if not account and not any(_cell_text(c) for c in row):
             continue
         if account not in students:
-            problems.add(sheet, line, 0, f"student account {account!r} is not a known student (not in the snapshot)")
+            problems.add(
+                sheet,
+                line,
+                0,
+                f"student account {account!r} is not a known student (not in the snapshot)",
+            )
             continue
         if account in result:
             problems.add(sheet, line, 0, f"student account {account} appears twice")
@@ -331,7 +412,12 @@ def _read_scores(
                 problems.add(sheet, line, index, f"score {text} is negative")
                 continue
             if full_marks is not None and name in full_marks and value > full_marks[name]:
-                problems.add(sheet, line, index, f"score {text} is above question {name}'s full mark {_integral(full_marks[name])}")
+                problems.add(
+                    sheet,
+                    line,
+                    index,
+                    f"score {text} is above question {name}'s full mark {_integral(full_marks[name])}",
+                )
                 continue
             scores[name] = _integral(value)
         result[account] = scores
@@ -362,8 +448,19 @@ async def save_exam(store: Store, exam: Exam) -> None:
             """INSERT INTO exam_questions (exam_id, course, position, number, subjective, score, scroll,
                    selection, type, knowledge, ability) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
-                (exam.exam_id, course, position, q.number, q.subjective, q.score, q.scroll,
-                 q.selection, q.type, q.knowledge, q.ability)
+                (
+                    exam.exam_id,
+                    course,
+                    position,
+                    q.number,
+                    q.subjective,
+                    q.score,
+                    q.scroll,
+                    q.selection,
+                    q.type,
+                    q.knowledge,
+                    q.ability,
+                )
                 for course, questions in exam.questions.items()
                 for position, q in enumerate(questions)
             ],
@@ -396,20 +493,28 @@ async def _exam_row(store: Store, exam_id: str) -> Any:
 
 
 async def _query_exam(store: Store, params: Mapping[str, str]) -> Any:
-    rows = await store.fetchall("SELECT exam_id, title, grade, year FROM exams ORDER BY imported_at, exam_id")
-    return [{"examId": r["exam_id"], "title": r["title"], "grade": r["grade"], "year": r["year"]} for r in rows]
+    rows = await store.fetchall(
+        "SELECT exam_id, title, grade, year FROM exams ORDER BY imported_at, exam_id"
+    )
+    return [
+        {"examId": r["exam_id"], "title": r["title"], "grade": r["grade"], "year": r["year"]}
+        for r in rows
+    ]
 
 
 async def _query_exam_detail(store: Store, params: Mapping[str, str]) -> Any:
     (exam_id,) = _required(params, "examId")
     await _exam_row(store, exam_id)
-    rows = await store.fetchall("SELECT account, scores FROM exam_totals WHERE exam_id = ? ORDER BY account", (exam_id,))
+    rows = await store.fetchall(
+        "SELECT account, scores FROM exam_totals WHERE exam_id = ? ORDER BY account", (exam_id,)
+    )
     return [{"account": r["account"], "scores": json.loads(r["scores"])} for r in rows]
 
 
 async def _courses(store: Store, exam_id: str) -> list[str]:
     rows = await store.fetchall(
-        "SELECT DISTINCT course FROM exam_question_scores WHERE exam_id = ? ORDER BY course", (exam_id,)
+        "SELECT DISTINCT course FROM exam_question_scores WHERE exam_id = ? ORDER BY course",
+        (exam_id,),
     )
     return [r["course"] for r in rows]
 
@@ -470,7 +575,9 @@ async def import_exam_command(config: Config, args: Any, out: TextIO) -> int:
     async with await Store.open(config.store.path, readonly=args.dry_run) as store:
         exam, problems = validate_exam(sheets, await store.user_ids(ROLE_STUDENT))
         if problems:
-            out.write(f"{len(problems)} problem(s){' (first ' + str(MAX_PROBLEMS) + ')' if len(problems) >= MAX_PROBLEMS else ''}; nothing was imported:\n")
+            out.write(
+                f"{len(problems)} problem(s){' (first ' + str(MAX_PROBLEMS) + ')' if len(problems) >= MAX_PROBLEMS else ''}; nothing was imported:\n"
+            )
             for problem in problems:
                 out.write(f"  {problem}\n")
             return 1

@@ -41,9 +41,11 @@ KIND_ORDER = ("addUser", "updateUser", "classStatus", "deleteUser")
 _BATCHED = {"addUser", "updateUser", "deleteUser"}
 
 
-def backoff_s(attempts: int, *, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+def backoff_s(
+    attempts: int, *, base_s: float, max_s: float, rng: random.Random | None = None
+) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(max, base·2^attempts)]."""
-    ceiling = min(max_s, base_s * 2.0 ** attempts)
+    ceiling = min(max_s, base_s * 2.0**attempts)
     return (rng or random).uniform(0, ceiling)
 
 
@@ -179,7 +181,9 @@ class OutboxWorker:
                 due = [row for row in rows if row[8] <= now]
                 if not due:
                     return max(0.0, rows[0][8] - now)
-                batch = [_Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in due]
+                batch = [
+                    _Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in due
+                ]
                 batch = await self._drop_already_acknowledged(db, batch)
                 if batch:
                     return batch
@@ -191,10 +195,16 @@ class OutboxWorker:
             return batch
         ids = [row.record_id for row in batch]
         marks = ",".join("?" * len(ids))
-        acked = dict(await db.execute_fetchall(f"SELECT id, hash FROM users WHERE id IN ({marks})", ids))  # noqa: S608 - placeholders only
+        acked = dict(
+            await db.execute_fetchall(f"SELECT id, hash FROM users WHERE id IN ({marks})", ids)  # noqa: S608
+        )
         keep, stale = [], []
         for row in batch:
-            already = acked.get(row.record_id) == row.hash if row.kind != "deleteUser" else row.record_id not in acked
+            already = (
+                acked.get(row.record_id) == row.hash
+                if row.kind != "deleteUser"
+                else row.record_id not in acked
+            )
             (stale if already else keep).append(row)
         if stale:
             await db.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in stale])
@@ -252,7 +262,10 @@ class OutboxWorker:
                 )
             elif kind == "deleteUser":
                 for table in ("users", "held_deletions"):
-                    await db.executemany(f"DELETE FROM {table} WHERE id = ?", [(row.record_id,) for row in rows])  # noqa: S608
+                    await db.executemany(
+                        f"DELETE FROM {table} WHERE id = ?",  # noqa: S608
+                        [(row.record_id,) for row in rows],
+                    )
             else:
                 await db.execute(
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -261,10 +274,18 @@ class OutboxWorker:
 
     async def _schedule_retry(self, rows: list[_Row], result: PushResult) -> None:
         attempts = rows[0].attempts + 1
-        delay = backoff_s(attempts, base_s=self._retry_base_s, max_s=self._retry_max_s, rng=self._rng)
+        delay = backoff_s(
+            attempts, base_s=self._retry_base_s, max_s=self._retry_max_s, rng=self._rng
+        )
         if result.retry_after_s is not None:
             delay = max(delay, result.retry_after_s)
-        log.debug("transient failure; will retry", kind=rows[0].kind, size=len(rows), retry_in_s=round(delay, 2), reason=result.message)
+        log.debug(
+            "transient failure; will retry",
+            kind=rows[0].kind,
+            size=len(rows),
+            retry_in_s=round(delay, 2),
+            reason=result.message,
+        )
         async with self._store.write() as db:
             await db.executemany(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE seq = ?",
@@ -282,21 +303,41 @@ class OutboxWorker:
                 """INSERT INTO dead_letters (seq, kind, record_id, payload, record, hash, source, attempts, code, reason, failed_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
-                    (row.seq, row.kind, row.record_id, json.dumps(row.payload, ensure_ascii=False), row.record,
-                     row.hash, row.source, attempts, result.code, reason, now)
+                    (
+                        row.seq,
+                        row.kind,
+                        row.record_id,
+                        json.dumps(row.payload, ensure_ascii=False),
+                        row.record,
+                        row.hash,
+                        row.source,
+                        attempts,
+                        result.code,
+                        reason,
+                        now,
+                    )
                     for row in rows
                 ],
             )
             await db.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
         for row in rows:
-            entry = {"kind": row.kind, "record_id": row.record_id, "code": result.code, "reason": reason}
+            entry = {
+                "kind": row.kind,
+                "record_id": row.record_id,
+                "code": result.code,
+                "reason": reason,
+            }
             report.dead.append(entry)
             log.warning("operation dead-lettered", **entry)
         OPERATIONS.labels(kind=rows[0].kind, result="dead").inc(len(rows))
 
 
 def worker_from_config(
-    config: Config, store: Store, client: ChengjiyunClient, *, progress: Callable[[int, int], None] | None = None
+    config: Config,
+    store: Store,
+    client: ChengjiyunClient,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> OutboxWorker:
     section = config.chengjiyun
     return OutboxWorker(

@@ -48,7 +48,9 @@ def _integer(text: str, where: str, low: int, high: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ConfigError("classcharts.roster", f"{where}: {text!r} is not a whole number") from None
+        raise ConfigError(
+            "classcharts.roster", f"{where}: {text!r} is not a whole number"
+        ) from None
     if value < low or (high is not None and value > high):
         bounds = f"{low}–{high}" if high is not None else f"at least {low}"
         raise ConfigError("classcharts.roster", f"{where}: {value} is not {bounds}")
@@ -61,11 +63,15 @@ def load_roster(path: Path) -> Roster:
     except FileNotFoundError:
         raise ConfigError("classcharts.roster", f"roster file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError("classcharts.roster", f"roster file {path} cannot be read as UTF-8: {err}") from None
+        raise ConfigError(
+            "classcharts.roster", f"roster file {path} cannot be read as UTF-8: {err}"
+        ) from None
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if not header:
-        raise ConfigError("classcharts.roster", f"{path}: the file is empty; row 1 must name the columns")
+        raise ConfigError(
+            "classcharts.roster", f"{path}: the file is empty; row 1 must name the columns"
+        )
     fields: list[str] = []
     for number, name in enumerate(header, start=1):
         key = _COLUMNS.get(name.strip())
@@ -86,17 +92,22 @@ def load_roster(path: Path) -> Roster:
         where = f"{path} row {line}"
         pupil_id = _integer(cells.get("pupil_id", ""), f"{where} column pupil_id", 1)
         if pupil_id in rows:
-            raise ConfigError("classcharts.roster", f"{where} column pupil_id: pupil {pupil_id} is listed twice")
+            raise ConfigError(
+                "classcharts.roster", f"{where} column pupil_id: pupil {pupil_id} is listed twice"
+            )
         school_id = cells.get("school_id") or None
         if school_id is not None:
             if school_id in school_ids:
                 raise ConfigError(
-                    "classcharts.roster", f"{where} column 学号: {school_id} is already used on row {school_ids[school_id]}"
+                    "classcharts.roster",
+                    f"{where} column 学号: {school_id} is already used on row {school_ids[school_id]}",
                 )
             school_ids[school_id] = line
         gender = cells.get("gender")
         if gender not in (None, "", "男", "女"):
-            raise ConfigError("classcharts.roster", f"{where} column gender: {gender!r} must be 男, 女 or empty")
+            raise ConfigError(
+                "classcharts.roster", f"{where} column gender: {gender!r} must be 男, 女 or empty"
+            )
         grade = cells.get("grade")
         class_no = cells.get("class_no")
         rows[pupil_id] = RosterRow(

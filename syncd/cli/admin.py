@@ -41,7 +41,9 @@ async def status_command(config: Config, args: Any, out: TextIO) -> int:
     if getattr(args, "json", False):
         out.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
         return 0
-    out.write(f"database: {status['database']}\n\nusers (last poll / acknowledged by Chengjiyun):\n")
+    out.write(
+        f"database: {status['database']}\n\nusers (last poll / acknowledged by Chengjiyun):\n"
+    )
     for source, counts in status["users"].items():
         out.write(f"  {source:<12} {counts['desired']} / {counts['acknowledged']}\n")
     out.write("\nsources:\n")
@@ -61,19 +63,40 @@ async def status_command(config: Config, args: Any, out: TextIO) -> int:
     for cycle in status["cycles"]:
         per_source = "; ".join(
             f"{source} {info['outcome']} (+{info['adds']} ~{info['updates']} -{info['deletes']}"
-            + (f" held {info['held']}" if info["held"] else "") + ")"
+            + (f" held {info['held']}" if info["held"] else "")
+            + ")"
             for source, info in cycle["sources"].items()
         )
-        out.write(f"  #{cycle['id']:<5} {_when(cycle['started_at'])} {cycle['command']:<9} {cycle['outcome'] or 'running'}: {per_source}\n")
+        out.write(
+            f"  #{cycle['id']:<5} {_when(cycle['started_at'])} {cycle['command']:<9} {cycle['outcome'] or 'running'}: {per_source}\n"
+        )
     queue = status["queue"]
-    out.write(f"\nqueue: {sum(queue.values())} operation(s) waiting" + (f" {queue}" if queue else "") + "\n")
+    out.write(
+        f"\nqueue: {sum(queue.values())} operation(s) waiting"
+        + (f" {queue}" if queue else "")
+        + "\n"
+    )
     dead = status["dead_letters"]
-    out.write(f"\ndead letters: {len(dead)}" + (" (requeue with `syncd retry-dead`)" if dead else "") + "\n")
+    out.write(
+        f"\ndead letters: {len(dead)}"
+        + (" (requeue with `syncd retry-dead`)" if dead else "")
+        + "\n"
+    )
     for letter in dead:
-        code = f"code {letter['code']}: " if letter["code"] is not None and str(letter["code"]) not in letter["reason"] else ""
-        out.write(f"  {letter['kind']:<11} {letter['record_id'] or '-':<20} {code}{letter['reason']} ({_when(letter['failed_at'])})\n")
+        code = (
+            f"code {letter['code']}: "
+            if letter["code"] is not None and str(letter["code"]) not in letter["reason"]
+            else ""
+        )
+        out.write(
+            f"  {letter['kind']:<11} {letter['record_id'] or '-':<20} {code}{letter['reason']} ({_when(letter['failed_at'])})\n"
+        )
     held = status["held_deletions"]
-    out.write(f"\nheld deletions: {len(held)}" + (" (release with `syncd approve-deletes [ID ...]`)" if held else "") + "\n")
+    out.write(
+        f"\nheld deletions: {len(held)}"
+        + (" (release with `syncd approve-deletes [ID ...]`)" if held else "")
+        + "\n"
+    )
     for item in held:
         flag = " [approved: deleted next cycle]" if item["approved"] else ""
         out.write(f"  {item['id']:<20} {item['name']} ({item['source']}){flag}: {item['reason']}\n")
@@ -91,11 +114,15 @@ async def approve_deletes_command(config: Config, args: Any, out: TextIO) -> int
             return 1
         ids = wanted or list(held)
         async with store.write() as db:
-            await db.executemany("UPDATE held_deletions SET approved = 1 WHERE id = ?", [(i,) for i in ids])
+            await db.executemany(
+                "UPDATE held_deletions SET approved = 1 WHERE id = ?", [(i,) for i in ids]
+            )
     if not ids:
         out.write("no deletions are held\n")
     for user_id in ids:
-        out.write(f"approved: {user_id} {held[user_id]['name']} — deleted on the next cycle of {held[user_id]['source']}\n")
+        out.write(
+            f"approved: {user_id} {held[user_id]['name']} — deleted on the next cycle of {held[user_id]['source']}\n"
+        )
     return 0
 
 

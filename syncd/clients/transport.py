@@ -13,11 +13,40 @@ from typing import Any, Self
 import aiohttp
 from pydantic import BaseModel, ConfigDict
 
+from syncd import __version__
 from syncd.exceptions import PayloadError, UpstreamError
-from syncd.http import make_session
 from syncd.metrics import UPSTREAM_LATENCY
 
-__all__ = ["SessionClient", "UpstreamRecord", "parse_json", "request_json"]
+__all__ = [
+    "USER_AGENT",
+    "SessionClient",
+    "UpstreamRecord",
+    "make_session",
+    "parse_json",
+    "request_json",
+]
+
+USER_AGENT = f"syncd/{__version__} (school data sync; +https://github.com/syncd)"
+
+
+def make_session(
+    *,
+    timeout_s: float = 30.0,
+    connections_per_host: int = 4,
+    cookie_jar: aiohttp.abc.AbstractCookieJar | None = None,
+) -> aiohttp.ClientSession:
+    """A ClientSession with a total timeout, a per-host connection cap and our User-Agent.
+
+    Cookies are ignored unless a jar is passed: only ClassCharts uses them, and it passes
+    ``aiohttp.CookieJar(unsafe=True)`` so that cookies from an IP-address host (the loopback
+    sandbox) are kept too.
+    """
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(10.0, timeout_s)),
+        connector=aiohttp.TCPConnector(limit_per_host=connections_per_host),
+        headers={"User-Agent": USER_AGENT},
+        cookie_jar=cookie_jar if cookie_jar is not None else aiohttp.DummyCookieJar(),
+    )
 
 
 class UpstreamRecord(BaseModel):
@@ -77,7 +106,9 @@ async def request_json(
     except TimeoutError:
         raise UpstreamError(service, call, "no answer in time (timeout)", transient=True) from None
     except aiohttp.ClientError as err:
-        raise UpstreamError(service, call, f"connection failed ({type(err).__name__})", transient=True) from None
+        raise UpstreamError(
+            service, call, f"connection failed ({type(err).__name__})", transient=True
+        ) from None
     finally:
         UPSTREAM_LATENCY.labels(service=service).observe(time.perf_counter() - started)
     if response.status >= 500 or response.status == 429:  # overloaded or rate-limited: try later

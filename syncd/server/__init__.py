@@ -1,0 +1,1 @@
+"""The pull API Chengjiyun calls: signed queries answered from the snapshot."""
