@@ -172,6 +172,23 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (exam_id, course, account)
     );
     """,
+    # 3: a counter that moves whenever what the pull API serves changes, in any process, so
+    # answers can be built once per change and served from memory.
+    """
+    INSERT OR IGNORE INTO meta (key, value) VALUES ('snapshot_generation', '0');
+    CREATE TRIGGER users_added AFTER INSERT ON users BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    CREATE TRIGGER users_changed AFTER UPDATE OF record ON users BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    CREATE TRIGGER users_removed AFTER DELETE ON users BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    CREATE TRIGGER class_statuses_added AFTER INSERT ON class_statuses BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    CREATE TRIGGER class_statuses_changed AFTER UPDATE ON class_statuses BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    CREATE TRIGGER class_statuses_removed AFTER DELETE ON class_statuses BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'snapshot_generation'; END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -332,6 +349,11 @@ class Store:
     async def source_states(self) -> dict[str, dict[str, Any]]:
         rows = await self.fetchall("SELECT * FROM source_state ORDER BY source")
         return {row["source"]: dict(row) for row in rows}
+
+    async def snapshot_generation(self) -> int:
+        """Moves on every change to the served users or class statuses (by any process)."""
+        value = await self.get_meta("snapshot_generation")
+        return int(value or 0)
 
     async def get_meta(self, key: str) -> str | None:
         row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
