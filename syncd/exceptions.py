@@ -12,6 +12,8 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "PayloadError",
+    "StoreError",
+    "SyncLockedError",
     "SyncdError",
     "UpstreamError",
 ]
@@ -59,3 +61,15 @@ class ApiError(SyncdError):
         self.code = code
         self.msg = msg
         super().__init__(f"{code} {msg}")
+
+
+class StoreError(SyncdError):
+    """The database cannot be opened, read or written; the message names the file and what to do."""
+
+
+class SyncLockedError(SyncdError):
+    """Another syncd process is already syncing this database (``pid`` holds the lock)."""
+
+    def __init__(self, message: str, pid: int | None) -> None:
+        self.pid = pid
+        super().__init__(message)

@@ -40,6 +40,15 @@ class PushOutcome(StrEnum):
     OK = "ok"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+    ACCOUNT_REFUSED = "account_refused"
+    NOT_FOUND = "not_found"
+
+
+ACCOUNT_HINTS = {
+    30005: "check [chengjiyun] org_id and platform",
+    30006: "check [chengjiyun] key and the server clock",
+    10006: "check that Chengjiyun allows this server's IP address",
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class PushResult:
     message: str
     http_status: int | None = None
     retry_after_s: float | None = None
+    hint: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,6 +92,14 @@ def classify(http_status: int, body: bytes, retry_after: str | None = None) -> P
             http_status,
             _retry_after(retry_after),
         )
+    if http_status in (401, 403):
+        return PushResult(
+            PushOutcome.ACCOUNT_REFUSED,
+            None,
+            f"HTTP {http_status}",
+            http_status,
+            hint="check [chengjiyun] key, platform, org_id and that this server's IP is allowed",
+        )
     if http_status >= 400:
         return PushResult(PushOutcome.PERMANENT, None, f"HTTP {http_status}", http_status)
     try:
@@ -95,6 +113,12 @@ def classify(http_status: int, body: bytes, retry_after: str | None = None) -> P
         )
     if code == 0:
         return PushResult(PushOutcome.OK, 0, msg or "success", http_status)
+    if code in ACCOUNT_HINTS:
+        return PushResult(
+            PushOutcome.ACCOUNT_REFUSED, code, f"code {code}: {msg}", http_status, hint=ACCOUNT_HINTS[code]
+        )
+    if code == 40001:
+        return PushResult(PushOutcome.NOT_FOUND, code, f"code {code}: {msg}", http_status)
     outcome = PushOutcome.TRANSIENT if code in TRANSIENT_CODES else PushOutcome.PERMANENT
     return PushResult(outcome, code, f"code {code}: {msg}", http_status)
 

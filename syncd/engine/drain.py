@@ -4,15 +4,17 @@ Order within a drain is addUser → updateUser → classStatus (one notify) → 
 a kind is acknowledged or dead-lettered before the next kind starts, so a class status never
 names a teacher Chengjiyun has not been told about, and deletions go last.
 
-Crash safety: a row leaves the outbox only in the transaction that records Chengjiyun's
-acknowledgement (code 0) in the snapshot, so a SIGKILL at any moment loses nothing and re-sends
-at most the batch that was in flight.
+What each answer does (docs/protocols.md has the codes):
 
-Idempotency under concurrency (daemon mode, where a poll can run while a batch is in flight): a
-cycle replaces the pending rows of its source, so it may re-enqueue an operation whose request
-is on the wire. When a row is claimed it is therefore checked against the snapshot first: an
-add or update whose exact content is already acknowledged, or a delete of a user that is not
-there, is dropped instead of sent.
+* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction, so a
+  SIGKILL at any moment re-sends at most the batch in flight;
+* the whole account refused (wrong key, platform, orgId, clock, IP): the drain stops after that
+  one request, nothing is dead-lettered, everything stays queued, and the report names the
+  likely cause;
+* transient (unreachable, timeout, 5xx, 429, busy codes): the batch backs off (capped at
+  ``retry_max_s``, ``Retry-After`` honoured up to that) and is never dead-lettered;
+* one record refused: the batch is split to isolate it; only that record is dead-lettered;
+* updateUser of a user Chengjiyun no longer holds: sent again as addUser of the whole record.
 """
 
 from __future__ import annotations
@@ -29,16 +31,15 @@ from aiolimiter import AsyncLimiter
 
 from syncd.clients.chengjiyun import ChengjiyunClient, PushOutcome, PushResult
 from syncd.config import Config
+from syncd.core.kinds import KIND_ORDER, OperationKind
+from syncd.core.model import User
 from syncd.log import get_logger
 from syncd.metrics import OPERATIONS, QUEUE_DEPTH
-from syncd.store import NOTIFIED_DIGEST_KEY, Store, class_status_digest
+from syncd.store import Claim, QueuedOperation, Store
 
-__all__ = ["KIND_ORDER", "DrainReport", "OutboxWorker", "backoff_s", "worker_from_config"]
+__all__ = ["DrainReport", "DrainStop", "OutboxWorker", "backoff_s", "worker_from_config"]
 
 log = get_logger(__name__)
-
-KIND_ORDER = ("addUser", "updateUser", "classStatus", "deleteUser")
-_BATCHED = {"addUser", "updateUser", "deleteUser"}
 
 
 def backoff_s(
@@ -49,25 +50,25 @@ def backoff_s(
     return (rng or random).uniform(0, ceiling)
 
 
-@dataclass
-class _Row:
-    seq: int
-    kind: str
-    record_id: str | None
-    payload: Any
-    record: str | None
-    hash: str | None
-    source: str | None
-    attempts: int
+class DrainStop:
+    """Why a drain ended before the outbox was empty (values shown to the admin)."""
+
+    REFUSED = "Chengjiyun refused the account"
+    TIMEOUT = "drain_timeout_s reached"
+    STOPPED = "stop requested"
 
 
 @dataclass
 class DrainReport:
-    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KIND_ORDER, 0))
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(map(str, KIND_ORDER), 0))
     requests: int = 0
     retried: int = 0
+    healed: int = 0
     dead: list[dict[str, Any]] = field(default_factory=list)
     remaining: int = 0
+    stopped: str | None = None
+    refused: PushResult | None = None
+    last_transient: PushResult | None = None
 
 
 class OutboxWorker:
@@ -78,21 +79,21 @@ class OutboxWorker:
         *,
         batch_size: int,
         requests_per_second: float,
-        max_attempts: int,
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
         progress: Callable[[int, int], None] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._client = client
         self._batch_size = batch_size
         self._rate = requests_per_second
-        self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._progress = progress
         self._rng = rng or random.Random()
+        self._clock = clock
         self._limiter: AsyncLimiter | None = None
         self._wake = asyncio.Event()
 
@@ -109,227 +110,140 @@ class OutboxWorker:
                 waiter.cancel()
         self._wake.clear()
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        """Daemon mode: drain whenever woken (and hourly), until ``stop`` is set."""
-        while not stop.is_set():
-            await self.drain(stop=stop)
-            await self.wait_for_wake(stop, timeout_s=3600.0)
-
-    async def drain(self, *, stop: asyncio.Event | None = None) -> DrainReport:
-        """Send until the outbox is empty (or holds only dead letters' leftovers) or ``stop`` is set."""
+    async def drain(
+        self, *, stop: asyncio.Event | None = None, timeout_s: float | None = None
+    ) -> DrainReport:
+        """Send until the outbox is empty, the account is refused, ``stop`` is set or
+        ``timeout_s`` has passed; whatever is not acknowledged stays queued."""
         if self._limiter is None:
             # One token every 1/rate seconds and no burst: the pace the admin configured.
             self._limiter = AsyncLimiter(1, 1.0 / self._rate)
+        deadline = None if timeout_s is None else self._clock() + timeout_s
+        stop = stop or asyncio.Event()
         report = DrainReport()
-        total = await self._count()
-        done = 0
-        while stop is None or not stop.is_set():
-            claim = await self._claim()
-            if claim is None:
+        total, done = await self._store.outbox.count(), 0
+        while report.stopped is None:
+            left_s = None if deadline is None else deadline - self._clock()
+            if stop.is_set():
+                report.stopped = DrainStop.STOPPED
                 break
-            if isinstance(claim, float):
-                await self._sleep(claim, stop)
+            if left_s is not None and left_s <= 0:
+                report.stopped = DrainStop.TIMEOUT
+                break
+            claim = await self._store.claim(self._batch_size)
+            if claim.empty:
+                break
+            if claim.wait_s is not None and not claim.batch:
+                wait_s = claim.wait_s if left_s is None else min(claim.wait_s, left_s)
+                await self.wait_for_wake(stop, wait_s)
                 continue
-            finished = await self._send(claim, report)
-            done += finished
+            done += await self._send(claim, report)
             total = max(total, done)
             if self._progress is not None:
                 self._progress(done, total)
-        report.remaining = await self._count()
+        report.remaining = await self._store.outbox.count()
         await self._update_gauges()
         if report.requests:
             log.info(
-                "outbox drained",
+                "outbox drained" if not report.remaining else "outbox drain stopped",
                 requests=report.requests,
                 sent=report.sent,
                 retried=report.retried,
                 dead=len(report.dead),
                 remaining=report.remaining,
+                stopped=report.stopped,
             )
         return report
 
-    async def _sleep(self, delay_s: float, stop: asyncio.Event | None) -> None:
-        if stop is None:
-            await asyncio.sleep(delay_s)
-            return
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay_s)
-        except TimeoutError:
-            pass
-
-    async def _count(self) -> int:
-        row = await self._store.fetchone("SELECT COUNT(*) FROM outbox")
-        return int(row[0]) if row else 0
-
     async def _update_gauges(self) -> None:
-        depth = await self._store.queue_depth()
+        depth = await self._store.outbox.depth()
         for kind in KIND_ORDER:
             QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
 
-    async def _claim(self) -> list[_Row] | float | None:
-        """The next batch to send; seconds to wait if the active kind is backing off; None if empty."""
-        now = time.time()
-        async with self._store.write() as db:
-            for kind in KIND_ORDER:
-                rows = await db.execute_fetchall(
-                    """SELECT seq, kind, record_id, payload, record, hash, source, attempts, next_attempt_at
-                       FROM outbox WHERE kind = ? ORDER BY next_attempt_at, seq LIMIT ?""",
-                    (kind, self._batch_size if kind in _BATCHED else 1),
-                )
-                if not rows:
-                    continue
-                due = [row for row in rows if row[8] <= now]
-                if not due:
-                    return max(0.0, rows[0][8] - now)
-                batch = [
-                    _Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in due
-                ]
-                batch = await self._drop_already_acknowledged(db, batch)
-                if batch:
-                    return batch
-                return 0.0  # everything claimed was stale; look again
-        return None
-
-    async def _drop_already_acknowledged(self, db: Any, batch: list[_Row]) -> list[_Row]:
-        if batch[0].kind == "classStatus":
-            return batch
-        ids = [row.record_id for row in batch]
-        marks = ",".join("?" * len(ids))
-        acked = dict(
-            await db.execute_fetchall(f"SELECT id, hash FROM users WHERE id IN ({marks})", ids)  # noqa: S608
-        )
-        keep, stale = [], []
-        for row in batch:
-            already = (
-                acked.get(row.record_id) == row.hash
-                if row.kind != "deleteUser"
-                else row.record_id not in acked
-            )
-            (stale if already else keep).append(row)
-        if stale:
-            await db.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in stale])
-            log.debug("dropped operations the snapshot already reflects", count=len(stale))
-        return keep
-
-    async def _request(self, rows: list[_Row]) -> PushResult:
+    async def _request(self, rows: tuple[QueuedOperation, ...]) -> PushResult:
         assert self._limiter is not None
         await self._limiter.acquire()
         kind = rows[0].kind
         payloads = [row.payload for row in rows]
-        if kind == "addUser":
+        if kind is OperationKind.ADD:
             return await self._client.add_users(payloads)
-        if kind == "updateUser":
+        if kind is OperationKind.UPDATE:
             return await self._client.update_users(payloads)
-        if kind == "deleteUser":
+        if kind is OperationKind.DELETE:
             return await self._client.delete_users(payloads)
         return await self._client.notify_class_status()
 
-    async def _send(self, rows: list[_Row], report: DrainReport) -> int:
-        """Send one batch (splitting it on a permanent error); return how many rows finished."""
-        digest = await self._store.class_status_digest() if rows[0].kind == "classStatus" else None
+    async def _send(self, claim: Claim, report: DrainReport) -> int:
+        """Send one batch (splitting it on a record-level refusal); return how many finished."""
+        rows = claim.batch
+        kind = rows[0].kind
         result = await self._request(rows)
         report.requests += 1
-        kind = rows[0].kind
-        if result.outcome is PushOutcome.OK:
-            await self._acknowledge(rows, digest)
+        outcome = result.outcome
+        if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.DELETE:
+            outcome = PushOutcome.OK  # deleting an id Chengjiyun does not know is done
+        if outcome is PushOutcome.OK:
+            await self._store.acknowledge(claim, answer=result.message, code=result.code)
             report.sent[kind] += len(rows)
             OPERATIONS.labels(kind=kind, result="sent").inc(len(rows))
-            log.debug("batch acknowledged", kind=kind, size=len(rows))
             return len(rows)
-        if result.outcome is PushOutcome.PERMANENT and len(rows) > 1:
+        if outcome is PushOutcome.ACCOUNT_REFUSED:
+            report.refused, report.stopped = result, DrainStop.REFUSED
+            log.error(
+                "Chengjiyun refused the account; nothing was dead-lettered, everything stays queued",
+                answer=result.message,
+                hint=result.hint,
+            )
+            return 0
+        if outcome is PushOutcome.TRANSIENT:
+            await self._retry_later(rows, result, report)
+            return 0
+        if len(rows) > 1:
             # Isolate the bad record: each half goes on its own, the good ones still get through.
             middle = len(rows) // 2
-            return await self._send(rows[:middle], report) + await self._send(rows[middle:], report)
-        if result.outcome is PushOutcome.TRANSIENT and rows[0].attempts + 1 < self._max_attempts:
-            await self._schedule_retry(rows, result)
-            report.retried += len(rows)
-            OPERATIONS.labels(kind=kind, result="retried").inc(len(rows))
+            first = await self._send(Claim(batch=rows[:middle], digest=claim.digest), report)
+            if report.stopped is not None:
+                return first
+            return first + await self._send(
+                Claim(batch=rows[middle:], digest=claim.digest), report
+            )
+        if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.UPDATE and rows[0].record:
+            # Someone removed the user at Chengjiyun: heal by adding the whole record again.
+            user = User.from_json(json.loads(rows[0].record))
+            await self._store.outbox.resend_as_add(rows[0], user.pushed())
+            report.healed += 1
+            log.info("user unknown to Chengjiyun; sending it again as addUser", id=user.id)
             return 0
-        await self._dead_letter(rows, result, report)
+        await self._store.dead_letter(rows, code=result.code, reason=result.message)
+        for row in rows:
+            entry = {"kind": str(row.kind), "record_id": row.record_id, "code": result.code}
+            report.dead.append({**entry, "reason": result.message})
+            log.warning("operation dead-lettered", **entry, reason=result.message)
+        OPERATIONS.labels(kind=kind, result="dead").inc(len(rows))
         return len(rows)
 
-    async def _acknowledge(self, rows: list[_Row], digest: str | None) -> None:
-        now = time.time()
-        async with self._store.write() as db:
-            await db.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
-            kind = rows[0].kind
-            if kind in ("addUser", "updateUser"):
-                await db.executemany(
-                    """INSERT INTO users (id, source, record, hash, missing_cycles, acked_at) VALUES (?, ?, ?, ?, 0, ?)
-                       ON CONFLICT(id) DO UPDATE SET record = excluded.record, hash = excluded.hash,
-                           missing_cycles = 0, acked_at = excluded.acked_at""",
-                    [(row.record_id, row.source, row.record, row.hash, now) for row in rows],
-                )
-            elif kind == "deleteUser":
-                for table in ("users", "held_deletions"):
-                    await db.executemany(
-                        f"DELETE FROM {table} WHERE id = ?",  # noqa: S608
-                        [(row.record_id,) for row in rows],
-                    )
-            else:
-                await db.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (NOTIFIED_DIGEST_KEY, digest or class_status_digest(())),
-                )
-
-    async def _schedule_retry(self, rows: list[_Row], result: PushResult) -> None:
-        attempts = rows[0].attempts + 1
-        delay = backoff_s(
-            attempts, base_s=self._retry_base_s, max_s=self._retry_max_s, rng=self._rng
+    async def _retry_later(
+        self, rows: tuple[QueuedOperation, ...], result: PushResult, report: DrainReport
+    ) -> None:
+        delay_s = backoff_s(
+            rows[0].attempts + 1,
+            base_s=self._retry_base_s,
+            max_s=self._retry_max_s,
+            rng=self._rng,
         )
         if result.retry_after_s is not None:
-            delay = max(delay, result.retry_after_s)
-        log.debug(
-            "transient failure; will retry",
-            kind=rows[0].kind,
+            delay_s = max(delay_s, min(result.retry_after_s, self._retry_max_s))
+        log.info(
+            "Chengjiyun did not take the batch; retrying later",
+            kind=str(rows[0].kind),
             size=len(rows),
-            retry_in_s=round(delay, 2),
+            retry_in_s=round(delay_s, 2),
             reason=result.message,
         )
-        async with self._store.write() as db:
-            await db.executemany(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE seq = ?",
-                [(attempts, time.time() + delay, result.message, row.seq) for row in rows],
-            )
-
-    async def _dead_letter(self, rows: list[_Row], result: PushResult, report: DrainReport) -> None:
-        now = time.time()
-        attempts = rows[0].attempts + 1
-        reason = result.message
-        if result.outcome is PushOutcome.TRANSIENT:
-            reason = f"gave up after {attempts} attempts: {result.message}"
-        async with self._store.write() as db:
-            await db.executemany(
-                """INSERT INTO dead_letters (seq, kind, record_id, payload, record, hash, source, attempts, code, reason, failed_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    (
-                        row.seq,
-                        row.kind,
-                        row.record_id,
-                        json.dumps(row.payload, ensure_ascii=False),
-                        row.record,
-                        row.hash,
-                        row.source,
-                        attempts,
-                        result.code,
-                        reason,
-                        now,
-                    )
-                    for row in rows
-                ],
-            )
-            await db.executemany("DELETE FROM outbox WHERE seq = ?", [(row.seq,) for row in rows])
-        for row in rows:
-            entry = {
-                "kind": row.kind,
-                "record_id": row.record_id,
-                "code": result.code,
-                "reason": reason,
-            }
-            report.dead.append(entry)
-            log.warning("operation dead-lettered", **entry)
-        OPERATIONS.labels(kind=rows[0].kind, result="dead").inc(len(rows))
+        await self._store.retry_later(rows, delay_s=delay_s, code=result.code, reason=result.message)
+        report.retried += len(rows)
+        report.last_transient = result
+        OPERATIONS.labels(kind=rows[0].kind, result="retried").inc(len(rows))
 
 
 def worker_from_config(
@@ -345,7 +259,6 @@ def worker_from_config(
         client,
         batch_size=section.batch_size,
         requests_per_second=section.requests_per_second,
-        max_attempts=section.max_attempts,
         retry_base_s=section.retry_base_s,
         retry_max_s=section.retry_max_s,
         progress=progress,

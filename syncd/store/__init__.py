@@ -1,21 +1,243 @@
-"""Everything syncd keeps in its SQLite file; the only package that holds SQL."""
+"""Everything syncd keeps in its SQLite file; the only package that holds SQL.
 
-from syncd.store.database import (
-    FAILING_AFTER,
-    MIGRATIONS,
-    NOTIFIED_DIGEST_KEY,
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    class_status_digest,
-)
+``Store`` opens the file and hands out one repository per group of tables: ``snapshot`` (what
+Chengjiyun holds and what the last cycle wanted), ``outbox`` (operations waiting and dead
+letters) and ``journal`` (cycles, source health, history). Its own methods are the few units of
+work that touch several groups in one transaction: a cycle's state with its operations, a claim,
+an acknowledgement, a dead letter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncd.core.diff import SourceDiff
+from syncd.core.kinds import OperationKind
+from syncd.core.model import ClassStatus, User
+from syncd.core.plan import dumps, needs_notify, plan_operations
+from syncd.exceptions import StoreError
+from syncd.store.database import Database
+from syncd.store.journal import Journal
+from syncd.store.outbox import Outbox, QueuedOperation
+from syncd.store.schema import MIGRATIONS, SCHEMA_VERSION
+from syncd.store.snapshot import NOTIFIED_DIGEST_KEY, Snapshot
 
 __all__ = [
-    "FAILING_AFTER",
     "MIGRATIONS",
     "NOTIFIED_DIGEST_KEY",
     "SCHEMA_VERSION",
+    "Claim",
+    "QueuedOperation",
     "Store",
     "StoreError",
-    "class_status_digest",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The drain's next step: a batch to send, or how long to wait, or (neither) nothing left."""
+
+    batch: tuple[QueuedOperation, ...] = ()
+    wait_s: float | None = None
+    digest: str | None = None  # the class-status set a notify announces
+
+    @property
+    def empty(self) -> bool:
+        return not self.batch and self.wait_s is None
+
+
+class Store:
+    """The open database and its repositories."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self.snapshot = Snapshot(database)
+        self.outbox = Outbox(database)
+        self.journal = Journal(database)
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        return cls(await Database.open(Path(path), readonly=readonly))
+
+    @property
+    def path(self) -> Path:
+        return self._database.path
+
+    @property
+    def readonly(self) -> bool:
+        return self._database.readonly
+
+    async def close(self) -> None:
+        await self._database.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def backup_to(self, target: Path) -> None:
+        await self._database.backup_to(target)
+
+    # --- units of work -----------------------------------------------------------------------
+
+    async def commit_cycle(
+        self, diff: SourceDiff, desired: Mapping[str, User], *, may_delete_orphans: bool
+    ) -> dict[str, int]:
+        """Write one source's new desired state and the operations it implies in ONE transaction.
+
+        Operations identical to a dead letter are not queued again until ``retry-dead`` or until
+        the record changes. ``may_delete_orphans``: the poll was complete, so adds in doubt for
+        users no longer wanted are deleted. Returns counts of what was queued, by kind.
+        """
+        async with self._database.write() as db:
+            await self.snapshot.write_cycle_state(db, diff, desired)
+            orphans = (
+                await self.snapshot.unacknowledged_in_doubt(db, diff.source)
+                if may_delete_orphans
+                else frozenset()
+            )
+            plan = plan_operations(
+                diff,
+                dead=await self.outbox.dead_keys(db, diff.source),
+                orphans=orphans - desired.keys(),
+            )
+            queued = await self.outbox.replace_pending(db, plan)
+            if needs_notify(
+                changed=diff.class_status_changed,
+                current_digest=await self.snapshot.current_digest(db),
+                notified_digest=await self.snapshot.notified_digest(db),
+            ):
+                queued[OperationKind.NOTIFY] = await self.outbox.queue_notify(db, diff.source)
+        return queued
+
+    async def claim(self, batch_size: int) -> Claim:
+        """The next batch in drain order (addUser, updateUser, classStatus, deleteUser).
+
+        Rows the snapshot already reflects are dropped instead of sent: in the daemon a cycle
+        may re-queue an operation whose request is on the wire. Adds are marked *in doubt* before
+        they leave, so one whose answer is lost is still deleted if its user goes away.
+        """
+        async with self._database.write() as db:
+            for kind in (OperationKind.ADD, OperationKind.UPDATE, OperationKind.NOTIFY):
+                claim = await self._claim_kind(db, kind, batch_size)
+                if claim is not None:
+                    return claim
+            return await self._claim_kind(db, OperationKind.DELETE, batch_size) or Claim()
+
+    async def _claim_kind(self, db: Any, kind: OperationKind, batch_size: int) -> Claim | None:
+        rows, wait_s = await self.outbox.due(db, kind, batch_size if kind.batched else 1)
+        if wait_s is None:
+            return None
+        if not rows:
+            return Claim(wait_s=wait_s)
+        if kind is OperationKind.NOTIFY:
+            return Claim(batch=tuple(rows), digest=await self.snapshot.current_digest(db))
+        ids = [row.record_id for row in rows if row.record_id is not None]
+        acked = await self.snapshot.acknowledged_hashes(db, ids)
+        doubtful = await self.snapshot.in_doubt_among(db, ids)
+        if kind is OperationKind.DELETE:
+            stale = [r for r in rows if r.record_id not in acked and r.record_id not in doubtful]
+        else:
+            stale = [r for r in rows if acked.get(r.record_id or "") == r.hash]
+        await self.outbox.remove(db, stale)
+        batch = tuple(row for row in rows if row not in stale)
+        if not batch:
+            return Claim(wait_s=0.0)  # everything claimed was stale; look again
+        if kind is OperationKind.ADD:
+            await self.snapshot.mark_in_doubt(
+                db, [(row.record_id or "", row.source or "") for row in batch]
+            )
+        return Claim(batch=batch)
+
+    async def acknowledge(
+        self, claim: Claim, *, answer: str = "success", code: int | None = 0
+    ) -> None:
+        """Chengjiyun confirmed the batch: record it in the snapshot and leave the outbox."""
+        rows = claim.batch
+        kind = rows[0].kind
+        async with self._database.write() as db:
+            await self.outbox.remove(db, rows)
+            if kind in (OperationKind.ADD, OperationKind.UPDATE):
+                await self.snapshot.record_acknowledged_users(
+                    db,
+                    [
+                        (row.record_id or "", row.source or "", row.record or "{}", row.hash or "")
+                        for row in rows
+                    ],
+                )
+            elif kind is OperationKind.DELETE:
+                await self.snapshot.record_deleted_users(db, [row.record_id or "" for row in rows])
+            else:
+                await self.snapshot.record_notified(db, claim.digest or "")
+            await self.journal.record_sent(
+                db, _entries(rows), outcome="sent", code=code, answer=answer
+            )
+
+    async def dead_letter(
+        self, rows: Iterable[QueuedOperation], *, code: int | None, reason: str
+    ) -> None:
+        """Chengjiyun refused these records for good: keep them, with the reason, for the admin."""
+        rows = tuple(rows)
+        async with self._database.write() as db:
+            await self.outbox.move_to_dead_letters(db, rows, code=code, reason=reason)
+            if rows and rows[0].kind is OperationKind.ADD:
+                # A refused add was not applied: it cannot be an orphan at Chengjiyun.
+                await self.snapshot.clear_in_doubt(db, [row.record_id or "" for row in rows])
+            await self.journal.record_sent(
+                db, _entries(rows), outcome="dead", code=code, answer=reason
+            )
+
+    async def retry_later(
+        self, rows: Iterable[QueuedOperation], *, delay_s: float, code: int | None, reason: str
+    ) -> None:
+        rows = tuple(rows)
+        async with self._database.write() as db:
+            await self.outbox.retry_later(db, rows, delay_s=delay_s, error=reason)
+            await self.journal.record_sent(
+                db, _entries(rows), outcome="retried", code=code, answer=reason
+            )
+
+    async def record_acknowledged(
+        self, users: Iterable[User], statuses: Iterable[ClassStatus] = ()
+    ) -> None:
+        """Record users (and class statuses) as held by Chengjiyun without sending anything:
+        for importing a known state, such as a school that was synced by other means."""
+        async with self._database.write() as db:
+            await self.snapshot.record_acknowledged_users(
+                db, [(u.id, u.source, dumps(u.to_json()), u.content_hash()) for u in users]
+            )
+            await self.snapshot.add_class_statuses(db, statuses)
+
+    # --- reads the pull API, status and health use -------------------------------------------
+
+    async def served_users(self, role: str | None = None) -> list[dict[str, Any]]:
+        return await self.snapshot.served_users(role)
+
+    async def served_class_statuses(self) -> list[dict[str, Any]]:
+        return await self.snapshot.served_class_statuses()
+
+    async def snapshot_generation(self) -> int:
+        return await self.snapshot.generation()
+
+    async def queue_depth(self) -> dict[str, int]:
+        return await self.outbox.depth()
+
+    async def held_deletions(self) -> list[dict[str, Any]]:
+        return await self.snapshot.held_deletions()
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        return await self.outbox.dead_letters()
+
+    async def source_states(self) -> dict[str, dict[str, Any]]:
+        return await self.journal.source_states()
+
+    async def recent_cycles(self, limit: int = 10) -> list[dict[str, Any]]:
+        return await self.journal.recent_cycles(limit)
+
+
+def _entries(rows: Iterable[QueuedOperation]) -> list[tuple[str, str | None, Any]]:
+    return [(str(row.kind), row.record_id, row.payload) for row in rows]
