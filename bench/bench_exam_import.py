@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
 import random
 import sys
 import tempfile
@@ -21,12 +20,13 @@ import aiohttp
 from aiohttp import web
 from openpyxl import Workbook
 
+from syncd.cli.exams import import_exam_command
 from syncd.config import parse_config
 from syncd.core.model import User
 from syncd.core.signing import signed_query
 from syncd.log import configure_logging
 from syncd.server.app import create_app
-from syncd.server.exams import EXAM_ENDPOINTS, import_exam_command
+from syncd.server.exams import EXAM_ENDPOINTS
 from syncd.store import Store
 
 STUDENTS, QUESTIONS = 2000, 40
@@ -100,18 +100,9 @@ async def main() -> None:
                     "chengjiyun": {"platform": "p", "key": "bench-key", "org_id": "o"},
                 }
             )
-            async with await Store.open(db) as store, store.write() as conn:
-                await conn.executemany(
-                    "INSERT INTO users (id, source, record, hash, acked_at) VALUES (?, 'classcharts', ?, '', 0)",
-                    [
-                        (
-                            f"cc-{100000 + n}",
-                            json.dumps(
-                                User(f"cc-{100000 + n}", "P", ("学生",), "classcharts").to_json()
-                            ),
-                        )
-                        for n in range(STUDENTS)
-                    ],
+            async with await Store.open(db) as store:
+                await store.record_acknowledged(
+                    User(f"cc-{100000 + n}", "P", ("学生",), "classcharts") for n in range(STUDENTS)
                 )
             started = time.perf_counter()
             import io

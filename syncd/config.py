@@ -130,6 +130,13 @@ BaseUrl = Annotated[str, BeforeValidator(lambda v: _base_url(v) if isinstance(v,
 
 class StoreConfig(_Section):
     path: Path = Path("/var/lib/syncd/syncd.db")
+    # Online backup after the first good cycle of each day; default: beside the database.
+    backup_path: Path | None = None
+    history_days: int = Field(default=400, ge=1, le=36500)
+
+    @property
+    def backup(self) -> Path:
+        return self.backup_path or self.path.with_name(self.path.name + ".bak")
 
 
 class ChengjiyunConfig(_Section):
@@ -140,9 +147,13 @@ class ChengjiyunConfig(_Section):
     requests_per_second: float = Field(default=5.0, gt=0, le=1000)
     batch_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Accepted for old configs and ignored: a transient failure is retried until it succeeds
+    # (or, in --run-once, until drain_timeout_s), never dead-lettered.
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base_s: float = Field(default=1.0, gt=0, le=3600)
     retry_max_s: float = Field(default=60.0, gt=0, le=86400)
+    drain_timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
 class ServerConfig(_Section):
@@ -256,11 +267,16 @@ def _crontab(value: str) -> str:
 
 
 Crontab = Annotated[str, BeforeValidator(lambda v: _crontab(v) if isinstance(v, str) else v)]
+# The same, where "" means "never".
+OptionalCrontab = Annotated[
+    str, BeforeValidator(lambda v: _crontab(v) if isinstance(v, str) and v else v)
+]
 
 
 class ScheduleConfig(_Section):
     classcharts: Crontab = "*/30 * * * *"
     epaas: Crontab = "0 * * * *"
+    full_resync: OptionalCrontab = "0 3 * * 0"  # the daemon's full reconcile; "" = never
     pause: list[PauseRange] = []
 
     def paused_on(self, day: date) -> bool:
@@ -368,4 +384,5 @@ def masked(config: Config) -> dict[str, Any]:
             return str(value)
         return value
 
-    return walk(config)
+    masked_config: dict[str, Any] = walk(config)
+    return masked_config

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterable
 
 from syncd.core.model import ClassStatus, User
@@ -13,24 +11,4 @@ from syncd.store import Store
 async def acknowledge(
     store: Store, users: Iterable[User], statuses: Iterable[ClassStatus] = ()
 ) -> None:
-    async with store.write() as db:
-        await db.executemany(
-            "INSERT INTO users (id, source, record, hash, acked_at) VALUES (?, ?, ?, ?, ?)",
-            [
-                (
-                    u.id,
-                    u.source,
-                    json.dumps(u.to_json(), ensure_ascii=False),
-                    u.content_hash(),
-                    time.time(),
-                )
-                for u in users
-            ],
-        )
-        await db.executemany(
-            "INSERT INTO class_statuses (key, record, hash, updated_at) VALUES (?, ?, ?, ?)",
-            [
-                (s.key, json.dumps(s.to_json(), ensure_ascii=False), s.content_hash(), time.time())
-                for s in statuses
-            ],
-        )
+    await store.record_acknowledged(users, statuses)

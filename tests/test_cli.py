@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import subprocess_env, syncd_command
 from syncd.cli import COMMANDS, _resolve
-from syncd.engine.cycle import _Progress
+from syncd.cli.progress import Progress as _Progress
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -125,13 +125,15 @@ async def test_a_source_returning_nothing_holds_its_deletions(sandbox: Sandbox) 
     assert teachers <= set(sandbox.chengjiyun.users)
 
     status = await run_syncd(config, "status")
-    assert status.returncode == 0
+    assert status.returncode == 1, "held deletions need the admin"
     assert f"held deletions: {len(teachers)}" in status.stdout
     assert "max_delete_fraction" in status.stdout
     held = json.loads((await run_syncd(config, "status", "--json")).stdout)["held_deletions"]
     assert {item["id"] for item in held} == teachers
 
-    approved = await run_syncd(config, "approve-deletes")
+    refused = await run_syncd(config, "approve-deletes")  # no terminal to ask on, no --yes
+    assert refused.returncode == 1 and "nothing approved" in refused.stdout
+    approved = await run_syncd(config, "approve-deletes", "--yes")
     assert approved.returncode == 0
     assert (await run_syncd(config, "--run-once")).returncode == 0
     assert not teachers & set(sandbox.chengjiyun.users)
@@ -189,7 +191,8 @@ async def test_plan_writes_nothing_and_speaks_json(sandbox: Sandbox) -> None:
     config = sandbox.config()
     text = await run_syncd(config, "plan")
     assert text.returncode == 0, text.stderr
-    assert "add     cc-" in text.stdout and "add     ep-" in text.stdout
+    assert "  + cc-" in text.stdout and "  + ep-" in text.stdout
+    assert "to add, 0 to change, 0 to delete, 0 held." in text.stdout
     assert "class statuses changed" in text.stdout
     assert not sandbox.database.exists()
     assert sandbox.chengjiyun.pushes == []

@@ -16,12 +16,14 @@ from aiohttp import web
 from conftest import REPO
 from sandbox_helpers import run_syncd
 from store_helpers import acknowledge
+from syncd.cli.exams import import_exam_command
 from syncd.config import parse_config
 from syncd.core.model import User
 from syncd.core.signing import signed_query
+from syncd.engine.exam_files import load_exam
 from syncd.exceptions import ApiError
 from syncd.server.app import create_app
-from syncd.server.exams import EXAM_ENDPOINTS, import_exam_command, load_exam
+from syncd.server.exams import EXAM_ENDPOINTS
 from syncd.store import Store
 
 EXAMPLES = REPO / "config" / "examples" / "exam"

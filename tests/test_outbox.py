@@ -11,9 +11,9 @@ import pytest
 
 from syncd.clients.chengjiyun import ChengjiyunClient
 from syncd.config import SafetyConfig
-from syncd.core.diff import diff_source
+from syncd.core.diff import SourceDiff, diff_source
 from syncd.core.model import ClassStatus, User
-from syncd.engine.drain import OutboxWorker, backoff_s
+from syncd.engine.drain import DrainStop, OutboxWorker, backoff_s
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.store import Store
 
@@ -48,27 +48,26 @@ async def enqueue(
     diff = diff_source(
         source="classcharts",
         desired=desired,
-        acknowledged=await store.acknowledged("classcharts"),
+        acknowledged=await store.snapshot.acknowledged("classcharts"),
         complete=True,
         failed_owners=frozenset(),
         approved_ids=frozenset(),
         safety=SafetyConfig(delete_after_cycles=1, max_delete_fraction=1.0),
         desired_class_statuses=statuses,
-        stored_class_statuses=await store.stored_class_statuses(),
+        stored_class_statuses=await store.snapshot.stored_class_statuses(),
     )
-    return await store.apply_diff(diff, desired)
+    return await store.commit_cycle(diff, desired, may_delete_orphans=True)
 
 
 def worker(
-    store: Store, fake: FakeChengjiyun, **kwargs: object
+    store: Store, fake: FakeChengjiyun, *, key: str | None = None, **kwargs: object
 ) -> tuple[OutboxWorker, ChengjiyunClient]:
     client = ChengjiyunClient(
-        base_url=fake.base_url, platform=fake.platform, key=fake.key, org_id=fake.org_id
+        base_url=fake.base_url, platform=fake.platform, key=key or fake.key, org_id=fake.org_id
     )
     options = {
         "batch_size": 100,
         "requests_per_second": 500,
-        "max_attempts": 5,
         "retry_base_s": 0.01,
         "retry_max_s": 0.05,
         "rng": random.Random(1),
@@ -122,7 +121,7 @@ async def test_transient_failures_retry_to_an_exact_state(
 ) -> None:
     fake.faults.transient_fraction = 0.3
     await enqueue(store, pupils(120))
-    w, client = worker(store, fake, batch_size=10, max_attempts=20)
+    w, client = worker(store, fake, batch_size=10)
     report = await w.drain()
     await client.close()
     assert report.retried > 0 and not report.dead
@@ -132,7 +131,7 @@ async def test_transient_failures_retry_to_an_exact_state(
 async def test_retry_after_is_honoured(store: Store, fake: FakeChengjiyun) -> None:
     fake.faults.add("status", value=429)  # the fake says Retry-After: 1
     await enqueue(store, pupils(1))
-    w, client = worker(store, fake)
+    w, client = worker(store, fake, retry_max_s=5.0)
     loop = asyncio.get_running_loop()
     started = loop.time()
     report = await w.drain()
@@ -166,15 +165,81 @@ async def test_a_bad_record_is_isolated_by_splitting(store: Store, fake: FakeChe
     )
 
 
-async def test_gives_up_after_max_attempts(store: Store, fake: FakeChengjiyun) -> None:
+async def test_transient_failures_never_dead_letter(store: Store, fake: FakeChengjiyun) -> None:
     fake.faults.add("busy", times=None)
     await enqueue(store, pupils(2))
-    w, client = worker(store, fake, max_attempts=3)
+    w, client = worker(store, fake)
+    report = await w.drain(timeout_s=0.5)
+    await client.close()
+    assert report.dead == [] and report.remaining == 2 and report.stopped == DrainStop.TIMEOUT
+    assert report.last_transient is not None and "10002" in report.last_transient
+    assert await store.outbox.dead_letter_count() == 0 and await store.served_users() == []
+    fake.faults.clear()
+    w, client = worker(store, fake)
+    assert (await w.drain()).sent["addUser"] == 2
+    await client.close()
+
+
+async def test_a_long_retry_after_is_capped_at_retry_max_s(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    fake.faults.add("status", value=429)  # the fake says Retry-After: 1
+    await enqueue(store, pupils(1))
+    w, client = worker(store, fake, retry_max_s=0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     report = await w.drain()
     await client.close()
-    assert len(report.dead) == 2 and "gave up after 3 attempts" in report.dead[0]["reason"]
-    assert await store.served_users() == []
-    assert len(fake.pushes) == 3
+    assert report.sent["addUser"] == 1 and loop.time() - started < 0.9
+
+
+async def test_a_refused_account_stops_the_drain_and_keeps_everything(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(250))
+    w, client = worker(store, fake, key="wrong-key", batch_size=100)
+    report = await w.drain()
+    await client.close()
+    assert report.requests == 1 and report.stopped == DrainStop.REFUSED
+    assert report.refused_hint is not None and "[chengjiyun] key" in report.refused_hint
+    assert report.dead == [] and report.remaining == 250
+    assert await store.outbox.dead_letter_count() == 0
+
+
+async def test_an_update_of_a_user_removed_at_chengjiyun_is_healed_by_an_add(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(3))
+    w, client = worker(store, fake)
+    await w.drain()
+    del fake.users["cc-1"]  # someone deleted it in Chengjiyun directly
+    await enqueue(store, pupils(3, renamed=1))
+    report = await w.drain()
+    await client.close()
+    assert report.healed == 1 and report.dead == []
+    assert [p.endpoint for p in fake.pushes[-2:]] == ["updateUser", "addUser"]
+    assert fake.users["cc-1"]["name"] == "Renamed"
+
+
+async def test_an_add_in_doubt_is_deleted_when_its_user_leaves(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(2))
+    claim = await store.claim(100)  # sent ... and the answer never came (crash, timeout)
+    assert {row.record_id for row in claim.batch} == {"cc-0", "cc-1"}
+    fake.users["cc-1"] = {"id": "cc-1", "name": "Pupil 1", "roleList": ["学生"]}  # it arrived
+    queued = await enqueue(store, {"cc-0": pupils(2)["cc-0"]})  # cc-1 left meanwhile
+    assert queued["addUser"] == 1 and queued["deleteUser"] == 1
+    w, client = worker(store, fake)
+    await w.drain()
+    await client.close()
+    assert set(fake.users) == {"cc-0"}
+    assert await enqueue(store, {"cc-0": pupils(2)["cc-0"]}) == {
+        "addUser": 0,
+        "updateUser": 0,
+        "deleteUser": 0,
+        "classStatus": 0,
+    }
 
 
 async def test_snapshot_advances_only_on_acknowledgement(
@@ -225,35 +290,28 @@ async def test_claim_skips_what_the_snapshot_already_reflects(
     w, client = worker(store, fake)
     await w.drain()
     # An older diff arriving after the acknowledgement (daemon race): its rows must not be sent.
-    async with store.write() as db:
-        await db.execute(
-            "INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at) "
-            "SELECT 'addUser', id, record, record, hash, source, 0 FROM users"
-        )
-        await db.execute(
-            "INSERT INTO outbox (kind, record_id, payload, source, created_at) VALUES ('deleteUser', 'cc-99', '\"cc-99\"', 'classcharts', 0)"
-        )
+    older = diff_source(
+        source="classcharts",
+        desired=pupils(3),
+        acknowledged={},
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
+        safety=SafetyConfig(),
+        desired_class_statuses=None,
+        stored_class_statuses={},
+    )
+    stale_delete = SourceDiff(
+        source="classcharts", deletes=(User("cc-99", "X", ("学生",), "classcharts"),)
+    )
+    await store.commit_cycle(older, pupils(3), may_delete_orphans=False)
+    await store.commit_cycle(stale_delete, pupils(3), may_delete_orphans=False)
+    assert await store.queue_depth() != {}
     before = len(fake.pushes)
     report = await w.drain()
     await client.close()
     assert len(fake.pushes) == before and report.requests == 0
     assert await store.queue_depth() == {}
-
-
-async def test_run_forever_wakes_and_stops(store: Store, fake: FakeChengjiyun) -> None:
-    w, client = worker(store, fake)
-    stop = asyncio.Event()
-    task = asyncio.create_task(w.run_forever(stop))
-    await enqueue(store, pupils(4))
-    w.wake()
-    for _ in range(100):
-        if len(fake.users) == 4:
-            break
-        await asyncio.sleep(0.02)
-    stop.set()
-    await asyncio.wait_for(task, 5)
-    await client.close()
-    assert len(fake.users) == 4
 
 
 @pytest.mark.parametrize("attempts", [0, 1, 3, 10])

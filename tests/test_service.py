@@ -186,6 +186,7 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(
 
     from syncd.clients.chengjiyun import client_from_config
     from syncd.config import load_config
+    from syncd.engine.cycle import School
     from syncd.engine.daemon import Daemon
     from syncd.engine.drain import worker_from_config
     from syncd.log import configure_logging
@@ -201,7 +202,8 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(
             await Store.open(config.store.path) as store,
             client_from_config(config) as client,
         ):
-            daemon.store, daemon.worker = store, worker_from_config(config, store, client)
+            daemon.school = School(config, store)
+            daemon.worker = worker_from_config(config, store, client)
             for _ in range(3):
                 await daemon._poll("epaas")
             token_calls = len(sandbox.epaas.requests)

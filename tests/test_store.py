@@ -12,6 +12,8 @@ import pytest
 from syncd.config import SafetyConfig
 from syncd.core.diff import SourceDiff, diff_source
 from syncd.core.model import User
+from syncd.core.health import HealthRecord, observe
+from syncd.core.kinds import SourceOutcome
 from syncd.store import SCHEMA_VERSION, Store, StoreError
 
 
@@ -38,45 +40,87 @@ async def test_readonly_open_of_a_missing_file_creates_nothing(tmp_path: Path) -
     async with await Store.open(path, readonly=True) as store:
         assert await store.served_users() == []
         with pytest.raises(StoreError, match="read-only"):
-            async with store.write():
-                pass
+            await store.snapshot.approve(["cc-1"])
     assert not path.exists()
 
 
-async def test_apply_diff_is_one_transaction(tmp_path: Path) -> None:
+def _diff(users: dict[str, User]) -> SourceDiff:
+    return diff_source(
+        source="classcharts",
+        desired=users,
+        acknowledged={},
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
+        safety=SafetyConfig(),
+        desired_class_statuses=None,
+        stored_class_statuses={},
+    )
+
+
+async def test_a_cycle_is_committed_in_one_transaction(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "syncd.db") as store:
         users = {f"cc-{i}": User(f"cc-{i}", f"P{i}", ("学生",), "classcharts") for i in range(3)}
-        good = diff_source(
-            source="classcharts",
-            desired=users,
-            acknowledged={},
-            complete=True,
-            failed_owners=frozenset(),
-            approved_ids=frozenset(),
-            safety=SafetyConfig(),
-            desired_class_statuses=None,
-            stored_class_statuses={},
-        )
+        good = _diff(users)
         broken = SourceDiff(source="classcharts", adds=(*good.adds, "not a user"))  # type: ignore[arg-type]
         with pytest.raises(AttributeError):
-            await store.apply_diff(broken, users)
+            await store.commit_cycle(broken, users, may_delete_orphans=True)
         assert await store.queue_depth() == {}
-        assert await store.fetchall("SELECT * FROM desired_users") == []
-        await store.apply_diff(good, users)
+        assert await store.snapshot.user_counts() == {}
+        await store.commit_cycle(good, users, may_delete_orphans=True)
         assert await store.queue_depth() == {"addUser": 3}
+        assert await store.snapshot.user_counts() == {
+            "classcharts": {"desired": 3, "acknowledged": 0}
+        }
 
 
-async def test_record_poll_marks_failing_after_three_and_recovers(tmp_path: Path) -> None:
+async def test_health_marks_failing_after_three_and_recovers(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "syncd.db") as store:
+        record = HealthRecord("epaas")
         for n in range(3):
-            await store.record_poll("epaas", ok=False, error=f"boom {n}", now=100.0 + n)
+            record = observe(record, SourceOutcome.FAILED, f"boom {n}", 100.0 + n)
+            await store.journal.save_health(record)
             state = (await store.source_states())["epaas"]
-            assert state["state"] == ("failing" if n == 2 else "ok")
+            assert state["state"] == ("failing" if n == 2 else "erroring")
         assert state["consecutive_failures"] == 3 and state["last_error"] == "boom 2"
-        await store.record_poll("epaas", ok=True, error=None, now=200.0)
+        await store.journal.save_health(observe(record, SourceOutcome.OK, None, 200.0))
         state = (await store.source_states())["epaas"]
-        assert (state["state"], state["consecutive_failures"], state["last_success_at"]) == (
-            "ok",
-            0,
-            200.0,
-        )
+        assert state["state"] == "ok" and state["consecutive_failures"] == 0
+        assert state["last_success_at"] == 200.0
+
+
+async def test_a_corrupt_file_is_named_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match=r"syncd\.db is corrupt.*restore-backup"):
+        await Store.open(path, backup=tmp_path / "syncd.db.bak")
+
+
+async def test_a_read_only_directory_is_named(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions; the CLI test uses a read-only mount")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match="writable"):
+            await Store.open(locked / "syncd.db")
+    finally:
+        locked.chmod(0o700)
+
+
+async def test_a_missing_database_with_a_backup_is_refused_unless_fresh(tmp_path: Path) -> None:
+    path, backup = tmp_path / "syncd.db", tmp_path / "syncd.db.bak"
+    async with await Store.open(path) as store:
+        await store.record_acknowledged([User("cc-1", "P", ("学生",), "classcharts")])
+        await store.backup_to(backup)
+    path.unlink()
+    with pytest.raises(StoreError, match="restore-backup.*--fresh"):
+        await Store.open(path, backup=backup, fresh=False)
+    path.write_bytes(b"")  # zero-length counts as missing
+    with pytest.raises(StoreError, match="missing or empty"):
+        await Store.open(path, backup=backup, fresh=False)
+    async with await Store.open(backup, readonly=True) as copy:
+        assert [u["id"] for u in await copy.served_users()] == ["cc-1"]
+    async with await Store.open(path, backup=backup, fresh=True) as store:
+        assert await store.served_users() == []

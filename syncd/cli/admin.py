@@ -1,148 +1,177 @@
-"""Admin commands: ``status``, ``approve-deletes``, ``retry-dead``."""
+"""The admin's commands: ``status``, ``approve-deletes``, ``retry-dead``, ``restore-backup``,
+``history``, ``sso-url`` and ``check-config``. They work while the daemon runs (short
+transactions); ``restore-backup`` alone needs the daemon stopped."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import os
+import shutil
+import sys
 import time
 from typing import Any, TextIO
 
-from syncd.config import Config
+from syncd.cli.exit import ExitCode
+from syncd.clients.chengjiyun import client_from_config
+from syncd.config import Config, masked
+from syncd.core.kinds import SourceState
+from syncd.core.render import render_status, when
+from syncd.engine.lock import SyncLock, read_holder
 from syncd.store import Store
 
-__all__ = ["approve_deletes_command", "retry_dead_command", "status_command"]
+__all__ = [
+    "approve_deletes_command",
+    "check_config_command",
+    "history_command",
+    "restore_backup_command",
+    "retry_dead_command",
+    "sso_url_command",
+    "status_command",
+]
 
 
-def _when(timestamp: float | None) -> str:
-    if not timestamp:
-        return "never"
-    return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-async def status_command(config: Config, args: Any, out: TextIO) -> int:
-    """Last cycles, source health, queue depth, dead letters and held deletions (read-only)."""
-    async with await Store.open(config.store.path, readonly=True) as store:
-        status = {
+async def _status(config: Config) -> dict[str, Any]:
+    async with await Store.open(
+        config.store.path, backup=config.store.backup, readonly=True
+    ) as store:
+        status: dict[str, Any] = {
             "database": str(config.store.path),
-            "cycles": await store.recent_cycles(10),
-            "sources": await store.source_states(),
-            "queue": await store.queue_depth(),
-            "dead_letters": await store.dead_letters(),
-            "held_deletions": await store.held_deletions(),
-            "users": {
-                row["source"]: {"desired": row["desired"], "acknowledged": row["acknowledged"]}
-                for row in await store.fetchall(
-                    """SELECT source, SUM(kind = 'desired') AS desired, SUM(kind = 'acked') AS acknowledged FROM (
-                           SELECT source, 'desired' AS kind FROM desired_users
-                           UNION ALL SELECT source, 'acked' FROM users) GROUP BY source ORDER BY source"""
-                )
-            },
+            "daemon": read_holder(config.store.path),
+            "cycles": await store.journal.recent_cycles(10),
+            "sources": await store.journal.source_states(),
+            "queue": await store.outbox.depth(),
+            "dead_letters": await store.outbox.dead_letters(),
+            "held_deletions": await store.snapshot.held_deletions(),
+            "users": await store.snapshot.user_counts(),
         }
+    failing = any(s["state"] != SourceState.OK for s in status["sources"].values())
+    status["healthy"] = not (failing or status["dead_letters"] or status["held_deletions"])
+    return status
+
+
+async def status_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """Exit 0 when healthy, 1 when something needs the admin (failing source, dead letters,
+    held deletions)."""
+    status = await _status(config)
     if getattr(args, "json", False):
         out.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
-        return 0
-    out.write(
-        f"database: {status['database']}\n\nusers (last poll / acknowledged by Chengjiyun):\n"
-    )
-    for source, counts in status["users"].items():
-        out.write(f"  {source:<12} {counts['desired']} / {counts['acknowledged']}\n")
-    out.write("\nsources:\n")
-    if not status["sources"]:
-        out.write("  (no poll yet)\n")
-    for name, state in status["sources"].items():
-        line = (
-            f"  {name:<12} {state['state']:<8} last success {_when(state['last_success_at'])}, "
-            f"last attempt {_when(state['last_attempt_at'])}"
-        )
-        if state["consecutive_failures"]:
-            line += f", {state['consecutive_failures']} failure(s) in a row: {state['last_error']}"
-        out.write(line + "\n")
-    out.write("\nlast cycles:\n")
-    if not status["cycles"]:
-        out.write("  (none)\n")
-    for cycle in status["cycles"]:
-        per_source = "; ".join(
-            f"{source} {info['outcome']} (+{info['adds']} ~{info['updates']} -{info['deletes']}"
-            + (f" held {info['held']}" if info["held"] else "")
-            + ")"
-            for source, info in cycle["sources"].items()
-        )
-        out.write(
-            f"  #{cycle['id']:<5} {_when(cycle['started_at'])} {cycle['command']:<9} {cycle['outcome'] or 'running'}: {per_source}\n"
-        )
-    queue = status["queue"]
-    out.write(
-        f"\nqueue: {sum(queue.values())} operation(s) waiting"
-        + (f" {queue}" if queue else "")
-        + "\n"
-    )
-    dead = status["dead_letters"]
-    out.write(
-        f"\ndead letters: {len(dead)}"
-        + (" (requeue with `syncd retry-dead`)" if dead else "")
-        + "\n"
-    )
-    for letter in dead:
-        code = (
-            f"code {letter['code']}: "
-            if letter["code"] is not None and str(letter["code"]) not in letter["reason"]
-            else ""
-        )
-        out.write(
-            f"  {letter['kind']:<11} {letter['record_id'] or '-':<20} {code}{letter['reason']} ({_when(letter['failed_at'])})\n"
-        )
-    held = status["held_deletions"]
-    out.write(
-        f"\nheld deletions: {len(held)}"
-        + (" (release with `syncd approve-deletes [ID ...]`)" if held else "")
-        + "\n"
-    )
-    for item in held:
-        flag = " [approved: deleted next cycle]" if item["approved"] else ""
-        out.write(f"  {item['id']:<20} {item['name']} ({item['source']}){flag}: {item['reason']}\n")
-    return 0
+    else:
+        out.write(render_status(status))
+    return ExitCode.OK if status["healthy"] else ExitCode.FAILED
 
 
-async def approve_deletes_command(config: Config, args: Any, out: TextIO) -> int:
+def _confirm(out: TextIO, question: str) -> bool:
+    out.write(f"{question} [y/N] ")
+    out.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+async def approve_deletes_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     """Mark held deletions approved; the next cycle of their source deletes them."""
     wanted = list(getattr(args, "ids", []) or [])
-    async with await Store.open(config.store.path) as store:
-        held = {item["id"]: item for item in await store.held_deletions()}
+    async with await Store.open(config.store.path, backup=config.store.backup) as store:
+        held = {item["id"]: item for item in await store.snapshot.held_deletions()}
         unknown = [user_id for user_id in wanted if user_id not in held]
         if unknown:
             out.write(f"not held, nothing approved: {', '.join(unknown)} (see `syncd status`)\n")
-            return 1
+            return ExitCode.FAILED
+        if not held:
+            out.write("no deletions are held\n")
+            return ExitCode.OK
         ids = wanted or list(held)
-        async with store.write() as db:
-            await db.executemany(
-                "UPDATE held_deletions SET approved = 1 WHERE id = ?", [(i,) for i in ids]
-            )
-    if not ids:
-        out.write("no deletions are held\n")
+        if not wanted:
+            out.write(f"{len(ids)} held deletion(s) would be released:\n")
+            for item in held.values():
+                out.write(
+                    f"  {item['id']:<20} {item['name']} ({item['source']}): {item['reason']}\n"
+                )
+            if not getattr(args, "yes", False):
+                if not sys.stdin.isatty():
+                    out.write(
+                        "nothing approved: no terminal to ask on; name the ids, or pass --yes\n"
+                    )
+                    return ExitCode.FAILED
+                if not _confirm(out, "release all of them?"):
+                    out.write("nothing approved\n")
+                    return ExitCode.FAILED
+        await store.snapshot.approve(ids)
     for user_id in ids:
         out.write(
-            f"approved: {user_id} {held[user_id]['name']} — deleted on the next cycle of {held[user_id]['source']}\n"
+            f"approved: {user_id} {held[user_id]['name']} — deleted on the next cycle of "
+            f"{held[user_id]['source']}\n"
         )
-    return 0
+    return ExitCode.OK
 
 
-async def retry_dead_command(config: Config, args: Any, out: TextIO) -> int:
+async def retry_dead_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     """Put every dead letter back in the outbox with a fresh attempt count."""
-    now = time.time()
-    async with await Store.open(config.store.path) as store, store.write() as db:
-        rows = await db.execute_fetchall(
-            "SELECT seq, kind, record_id, payload, record, hash, source FROM dead_letters ORDER BY seq"
+    async with await Store.open(config.store.path, backup=config.store.backup) as store:
+        count = await store.outbox.requeue_dead()
+    out.write(f"requeued {count} dead-lettered operation(s); they are sent on the next drain\n")
+    return ExitCode.OK
+
+
+async def restore_backup_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """Copy ``[store] backup_path`` over the database; the old file (and its WAL) is kept aside."""
+    path, backup = config.store.path, config.store.backup
+    if not backup.exists():
+        out.write(f"no backup at {backup}: nothing restored\n")
+        return ExitCode.USAGE
+    with SyncLock(path, "restore-backup"):
+        async with await Store.open(backup, readonly=True):
+            pass  # refuses a corrupt or newer backup before anything is moved
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            current = path.with_name(path.name + suffix)
+            if current.exists():
+                current.rename(current.with_name(f"{current.name}.broken-{stamp}"))
+        shutil.copyfile(backup, path)
+        os.chmod(path, 0o600)
+    taken = when(backup.stat().st_mtime)
+    out.write(
+        f"restored {path} from {backup} (taken {taken}); the next run sends what changed since\n"
+    )
+    return ExitCode.OK
+
+
+async def history_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """What was sent about one user (or everybody) and what Chengjiyun answered."""
+    since = 0.0
+    if args.since:
+        try:
+            since = dt.datetime.strptime(args.since, "%Y-%m-%d").astimezone().timestamp()
+        except ValueError:
+            out.write(f"--since {args.since!r} is not a date like 2026-11-01\n")
+            return ExitCode.USAGE
+    async with await Store.open(
+        config.store.path, backup=config.store.backup, readonly=True
+    ) as store:
+        entries = await store.journal.history(args.id, since=since)
+    if args.json:
+        out.write(json.dumps(entries, ensure_ascii=False, indent=2) + "\n")
+        return ExitCode.OK
+    if not entries:
+        out.write(f"nothing was sent about {args.id}\n" if args.id else "nothing was sent\n")
+        return ExitCode.FAILED if args.id else ExitCode.OK
+    for entry in entries:
+        fields = json.dumps(entry["fields"], ensure_ascii=False)
+        out.write(
+            f"{when(entry['at'])}  {entry['kind']:<11} {entry['record_id'] or '-':<16} "
+            f"{entry['outcome']:<8} {entry['answer']}  {fields}\n"
         )
-        for row in rows:
-            if row[2] is not None:
-                await db.execute("DELETE FROM outbox WHERE record_id = ?", (row[2],))
-            else:
-                await db.execute("DELETE FROM outbox WHERE kind = ?", (row[1],))
-            await db.execute(
-                """INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (row[1], row[2], row[3], row[4], row[5], row[6], now),
-            )
-        await db.execute("DELETE FROM dead_letters")
-    out.write(f"requeued {len(rows)} dead-lettered operation(s); they are sent on the next drain\n")
-    return 0
+    return ExitCode.OK
+
+
+async def sso_url_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    async with client_from_config(config) as client:
+        out.write(client.sso_url(args.account, mobile=args.mobile, stage=args.stage) + "\n")
+    return ExitCode.OK
+
+
+async def check_config_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(json.dumps(masked(config), ensure_ascii=False, indent=2) + "\n")
+    sources = ", ".join(config.enabled_sources) or "none"
+    out.write(f"configuration is valid; enabled sources: {sources}\n")
+    return ExitCode.OK

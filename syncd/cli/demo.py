@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import load_config
 from syncd.core.model import ROLES
-from syncd.engine.cycle import run_cycle
+from syncd.engine.cycle import School, run_cycle
 from syncd.engine.drain import worker_from_config
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
@@ -29,8 +29,8 @@ __all__ = ["demo_command"]
 async def _sync(config_path: Path, chengjiyun: FakeChengjiyun, out: TextIO, title: str) -> None:
     config = load_config(config_path)
     before = len(chengjiyun.pushes)
-    async with await Store.open(config.store.path) as store:
-        report = await run_cycle(config, store, config.enabled_sources, command="demo")
+    async with await Store.open(config.store.path, backup=config.store.backup) as store:
+        report = await run_cycle(School(config, store), config.enabled_sources, command="demo")
         async with client_from_config(config) as client:
             await worker_from_config(config, store, client).drain()
     out.write(f"\n== {title} ==\n")

@@ -115,7 +115,11 @@ def classify(http_status: int, body: bytes, retry_after: str | None = None) -> P
         return PushResult(PushOutcome.OK, 0, msg or "success", http_status)
     if code in ACCOUNT_HINTS:
         return PushResult(
-            PushOutcome.ACCOUNT_REFUSED, code, f"code {code}: {msg}", http_status, hint=ACCOUNT_HINTS[code]
+            PushOutcome.ACCOUNT_REFUSED,
+            code,
+            f"code {code}: {msg}",
+            http_status,
+            hint=ACCOUNT_HINTS[code],
         )
     if code == 40001:
         return PushResult(PushOutcome.NOT_FOUND, code, f"code {code}: {msg}", http_status)

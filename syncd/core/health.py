@@ -26,13 +26,19 @@ class HealthRecord:
     last_error: str | None = None
 
 
-def observe(record: HealthRecord, outcome: SourceOutcome, error: str | None, now: float) -> HealthRecord:
+def observe(
+    record: HealthRecord, outcome: SourceOutcome, error: str | None, now: float
+) -> HealthRecord:
     """The record after one poll: a failed poll counts, a partial or good one resets the count."""
     if outcome is SourceOutcome.FAILED:
         failures = record.consecutive_failures + 1
         state = SourceState.FAILING if failures >= FAILING_AFTER else SourceState.ERRORING
         return replace(
-            record, state=state, consecutive_failures=failures, last_attempt_at=now, last_error=error
+            record,
+            state=state,
+            consecutive_failures=failures,
+            last_attempt_at=now,
+            last_error=error,
         )
     return replace(
         record,

@@ -43,6 +43,7 @@ class Operation:
     record_id: str | None
     payload: Any
     user: User | None = None
+    force: bool = False  # a full reconcile: sent even if Chengjiyun acknowledged this content
 
     @property
     def fingerprint(self) -> str:
@@ -71,12 +72,14 @@ def plan_operations(
     *,
     dead: Iterable[DeadKey],
     orphans: Iterable[str] = (),
+    reconcile: Iterable[User] = (),
 ) -> SourcePlan:
     """The operations a diff implies, minus those identical to a dead letter.
 
     ``orphans`` are ids whose addUser was sent without an answer and that are no longer wanted:
     Chengjiyun may hold them, so they are deleted all the same (a delete of an unknown id is
-    harmless). A dead letter stays only while the very same operation is still wanted; one whose
+    harmless). ``reconcile`` (a full reconcile) are users re-sent as addUser although nothing
+    changed, so drift at Chengjiyun is repaired. A dead letter stays only while the very same operation is still wanted; one whose
     record changed, or that is no longer needed, is forgotten (the history keeps its story).
     """
     wanted = [
@@ -86,6 +89,7 @@ def plan_operations(
             for u in diff.updates
             if u.sends
         ),
+        *(Operation(OperationKind.ADD, u.id, u.pushed(), u, force=True) for u in reconcile),
         *(Operation(OperationKind.DELETE, u.id, u.id) for u in diff.deletes),
         *(Operation(OperationKind.DELETE, user_id, user_id) for user_id in sorted(orphans)),
     ]

@@ -1,10 +1,10 @@
 """``syncd run``: the daemon. One event loop holds the scheduler (one job per source on its
-crontab), the outbound worker, the pull API server and the systemd watchdog.
+crontab, plus the weekly full reconcile), the outbound worker, the pull API server and the
+systemd watchdog.
 
-Failure handling follows Home Assistant's DataUpdateCoordinator: a source that fails is logged
-once when it starts failing and once when it recovers, not on every attempt. After
-``FAILING_AFTER`` consecutive failures it is polled with exponential back-off (at most once a
-day) instead of on every tick, so a revoked password does not hammer the service.
+A source's failures are its ``SourceHealth``'s business: logged once per change of state,
+polled with back-off while failing. Chengjiyun refusing the account is the worker loop's: it
+waits (doubling, at most an hour) before trying again, rather than hammering a wrong key.
 
 Stopping (SIGTERM/SIGINT) is ours, not APScheduler's (its ``shutdown`` cancels running coroutine
 jobs whatever ``wait`` says): pause the scheduler, let running polls finish (bounded), let the
@@ -18,77 +18,73 @@ import asyncio
 import datetime as dt
 import signal
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config
+from syncd.core.health import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
+from syncd.core.report import CycleReport
 from syncd.cron import interval_s, trigger_from_crontab
-from syncd.engine.cycle import run_cycle
+from syncd.engine.cycle import School, backup_if_due, run_cycle
 from syncd.engine.drain import OutboxWorker, worker_from_config
 from syncd.engine.notify import SystemdNotifier, watchdog_loop
 from syncd.log import get_logger
 from syncd.server.app import start_server
-from syncd.store import FAILING_AFTER, Store
+from syncd.store import Store
 
-__all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "Daemon", "backoff_delay_s", "run"]
+__all__ = ["FAILING_AFTER", "MAX_BACKOFF_S", "Daemon", "backoff_delay_s", "run_daemon"]
 
 log = get_logger(__name__)
 
-MAX_BACKOFF_S = 86_400.0  # a failing source is still tried at least once a day
 STOP_TIMEOUT_S = 30.0  # how long running polls may take to finish after SIGTERM
+REFUSED_BACKOFF_MAX_S = 3600.0  # longest wait before trying a refused account again
+IDLE_WAKE_S = 3600.0  # the worker looks at the outbox at least this often
 
 
-def backoff_delay_s(consecutive_failures: int, schedule_interval_s: float) -> float:
-    """How long after its last attempt a source may be polled again; 0 = on its normal schedule.
-
-    Doubles with every failure past the threshold: 2, 4, 8 … schedule intervals, capped at a day.
-    """
-    if consecutive_failures < FAILING_AFTER:
-        return 0.0
-    return min(
-        MAX_BACKOFF_S, schedule_interval_s * 2.0 ** (consecutive_failures - FAILING_AFTER + 1)
-    )
-
-
-def make_scheduler(config: Config, job: Any) -> AsyncIOScheduler:
-    """One job per enabled source on its crontab (first run at start-up); never overlapping
-    itself, missed runs coalesced. Crontabs follow the server's local time zone, DST included."""
+def make_scheduler(config: Config, poll: Callable[[str], Awaitable[None]]) -> AsyncIOScheduler:
+    """One job per enabled source on its crontab (first run at start-up), and the full
+    reconcile; never overlapping themselves, missed runs coalesced. Crontabs follow the
+    server's local time zone, DST included."""
     scheduler = AsyncIOScheduler()
     now = dt.datetime.now(scheduler.timezone)
-    for source in config.enabled_sources:
-        expr = getattr(config.schedule, source)
+    jobs: list[tuple[str, str, dt.datetime | None]] = [
+        (source, getattr(config.schedule, source), now) for source in config.enabled_sources
+    ]
+    if config.schedule.full_resync:
+        jobs.append(("full", config.schedule.full_resync, None))
+    for name, expr, first_run in jobs:
         gap_s = interval_s(expr)
         scheduler.add_job(
-            job,
+            poll,
             trigger=trigger_from_crontab(expr, timezone=scheduler.timezone),
-            args=[source],
-            id=source,
-            name=f"poll {source}",
+            args=[name],
+            id=name,
+            name=f"poll {name}",
             max_instances=1,
             coalesce=True,
             # APScheduler's default of 1 s silently skips a run after any loop stall.
             misfire_grace_time=max(1, int(gap_s)),
             jitter=max(1, min(60, int(gap_s * 0.02))),
-            next_run_time=now,
+            next_run_time=first_run,
             replace_existing=True,
         )
     return scheduler
 
 
 class Daemon:
-    """The long-running service: built in :meth:`run`, stopped by :meth:`request_stop`."""
+    """The long-running service of one school: built in :meth:`run`, stopped by
+    :meth:`request_stop`."""
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task[Any]] = set()
-        self._condition: dict[str, str] = {}  # ok / erroring / failing, per source
         self._paused_logged = False
-        self.store: Store | None = None
+        self.school: School | None = None
         self.worker: OutboxWorker | None = None
 
     def request_stop(self) -> None:
@@ -99,7 +95,8 @@ class Daemon:
     async def run(self) -> None:
         config = self.config
         notifier = SystemdNotifier()
-        self.store = store = await Store.open(config.store.path)
+        store = await Store.open(config.store.path, backup=config.store.backup, fresh=False)
+        self.school = School(config, store)
         client = client_from_config(config)
         self.worker = worker = worker_from_config(config, store, client)
         runner = None
@@ -160,68 +157,77 @@ class Daemon:
 
     async def _drain_loop(self, worker: OutboxWorker) -> None:
         """The worker drains whenever woken, except inside a ``[schedule] pause`` range."""
+        refused_wait_s = 0.0
         while not self._stop.is_set():
             if self._paused_today():
-                await _wait_or_timeout(self._stop, 3600.0)
+                await worker.wait_for_wake(self._stop, IDLE_WAKE_S)
                 continue
             try:
-                await worker.drain(stop=self._stop)
+                report = await worker.drain(stop=self._stop)
             except Exception:
                 # Nothing is lost (rows leave the outbox only on acknowledgement): log, wait, retry.
                 log.exception("outbound worker failed; retrying in a minute")
                 await _wait_or_timeout(self._stop, 60.0)
                 continue
-            await worker.wait_for_wake(self._stop, timeout_s=3600.0)
+            if report.refused is not None:
+                refused_wait_s = min(REFUSED_BACKOFF_MAX_S, max(60.0, refused_wait_s * 2))
+                log.warning(
+                    "Chengjiyun refuses the account; trying again later",
+                    retry_in_s=refused_wait_s,
+                    hint=report.refused_hint,
+                )
+                await _wait_or_timeout(self._stop, refused_wait_s)
+                continue
+            refused_wait_s = 0.0
+            await worker.wait_for_wake(self._stop, IDLE_WAKE_S)
 
-    async def _poll(self, source: str) -> None:
-        """One scheduled poll of ``source``, skipped while paused or backing off."""
+    async def _poll(self, name: str) -> None:
+        """One scheduled poll of a source (or the full reconcile), skipped while paused."""
         if self._stop.is_set() or self._paused_today():
             return
         task = asyncio.current_task()
         assert task is not None
         self._polls.add(task)
         try:
-            await self._poll_unless_backing_off(source)
+            if name == "full":
+                await self._cycle(self.config.enabled_sources, full=True)
+            else:
+                await self._poll_unless_backing_off(name)
         except Exception:
-            log.exception("poll failed unexpectedly; it runs again on its schedule", source=source)
+            log.exception("poll failed unexpectedly; it runs again on its schedule", job=name)
         finally:
             self._polls.discard(task)
 
     async def _poll_unless_backing_off(self, source: str) -> None:
-        assert self.store is not None and self.worker is not None
-        state = (await self.store.source_states()).get(source, {})
-        failures = int(state.get("consecutive_failures") or 0)
-        last_attempt = float(state.get("last_attempt_at") or 0.0)
-        delay = backoff_delay_s(failures, interval_s(getattr(self.config.schedule, source)))
-        if delay and self._clock() < last_attempt + delay:
-            log.debug(
-                "source is failing; backing off",
-                source=source,
-                next_attempt_in_s=round(last_attempt + delay - self._clock()),
-            )
+        assert self.school is not None
+        wait_s = await self.school.health[source].backing_off_for_s(self._clock())
+        if wait_s:
+            log.debug("source is failing; backing off", source=source, next_in_s=round(wait_s))
             return
-        report = await run_cycle(self.config, self.store, [source], command="run", daemon=True)
+        await self._cycle([source], full=False)
+
+    async def _cycle(self, sources: list[str], *, full: bool) -> None:
+        assert self.school is not None and self.worker is not None
+        started = time.monotonic()
+        report = await run_cycle(self.school, sources, command="run", daemon=True, full=full)
         self.worker.wake()
-        outcome = report.sources[source]
-        state = (await self.store.source_states()).get(source, {})
-        failing = state.get("state") == "failing"
-        was = self._condition.get(source, "ok")
-        now = "failing" if failing else "ok" if outcome.outcome == "ok" else "erroring"
-        if now != was:
-            # One line per change of state, not one per attempt (DataUpdateCoordinator style).
-            error = "; ".join(outcome.errors) or None
-            if now == "failing":
-                log.error(
-                    "source is failing; polling it with back-off until it recovers",
-                    source=source,
-                    consecutive_failures=state.get("consecutive_failures"),
-                    error=error,
-                )
-            elif now == "erroring":
-                log.warning("source failed; retrying on its schedule", source=source, error=error)
-            else:
-                log.info("source recovered", source=source)
-        self._condition[source] = now
+        self._log_cycle(report, time.monotonic() - started, full=full)
+        await backup_if_due(self.school, report, today=dt.date.today())
+
+    def _log_cycle(self, report: CycleReport, duration_s: float, *, full: bool) -> None:
+        """One info line per cycle: per source its outcome and counts."""
+        fields: dict[str, Any] = {}
+        for source, sr in report.sources.items():
+            summary = sr.summary()
+            fields[source] = (
+                f"{summary['outcome']} users={summary['users']} +{summary['adds']} "
+                f"~{summary['updates']} -{summary['deletes']} held={summary['held']}"
+            )
+        log.info(
+            "full reconcile queued" if full else "cycle done",
+            duration_s=round(duration_s, 2),
+            **fields,
+        )
 
 
 async def _wait_or_timeout(event: asyncio.Event, timeout_s: float) -> None:
@@ -231,8 +237,8 @@ async def _wait_or_timeout(event: asyncio.Event, timeout_s: float) -> None:
         pass
 
 
-async def run(config: Config, args: Any, out: TextIO) -> int:
-    """``syncd run``: until SIGTERM/SIGINT; exit 0 on a clean stop."""
+async def run_daemon(config: Config) -> None:
+    """Until SIGTERM/SIGINT."""
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -242,4 +248,3 @@ async def run(config: Config, args: Any, out: TextIO) -> int:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    return 0

@@ -24,8 +24,6 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -33,6 +31,7 @@ from syncd.clients.chengjiyun import ChengjiyunClient, PushOutcome, PushResult
 from syncd.config import Config
 from syncd.core.kinds import KIND_ORDER, OperationKind
 from syncd.core.model import User
+from syncd.core.report import DrainReport
 from syncd.log import get_logger
 from syncd.metrics import OPERATIONS, QUEUE_DEPTH
 from syncd.store import Claim, QueuedOperation, Store
@@ -56,19 +55,6 @@ class DrainStop:
     REFUSED = "Chengjiyun refused the account"
     TIMEOUT = "drain_timeout_s reached"
     STOPPED = "stop requested"
-
-
-@dataclass
-class DrainReport:
-    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(map(str, KIND_ORDER), 0))
-    requests: int = 0
-    retried: int = 0
-    healed: int = 0
-    dead: list[dict[str, Any]] = field(default_factory=list)
-    remaining: int = 0
-    stopped: str | None = None
-    refused: PushResult | None = None
-    last_transient: PushResult | None = None
 
 
 class OutboxWorker:
@@ -188,7 +174,8 @@ class OutboxWorker:
             OPERATIONS.labels(kind=kind, result="sent").inc(len(rows))
             return len(rows)
         if outcome is PushOutcome.ACCOUNT_REFUSED:
-            report.refused, report.stopped = result, DrainStop.REFUSED
+            report.stopped = DrainStop.REFUSED
+            report.refused, report.refused_hint = result.message, result.hint
             log.error(
                 "Chengjiyun refused the account; nothing was dead-lettered, everything stays queued",
                 answer=result.message,
@@ -204,9 +191,7 @@ class OutboxWorker:
             first = await self._send(Claim(batch=rows[:middle], digest=claim.digest), report)
             if report.stopped is not None:
                 return first
-            return first + await self._send(
-                Claim(batch=rows[middle:], digest=claim.digest), report
-            )
+            return first + await self._send(Claim(batch=rows[middle:], digest=claim.digest), report)
         if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.UPDATE and rows[0].record:
             # Someone removed the user at Chengjiyun: heal by adding the whole record again.
             user = User.from_json(json.loads(rows[0].record))
@@ -240,9 +225,11 @@ class OutboxWorker:
             retry_in_s=round(delay_s, 2),
             reason=result.message,
         )
-        await self._store.retry_later(rows, delay_s=delay_s, code=result.code, reason=result.message)
+        await self._store.retry_later(
+            rows, delay_s=delay_s, code=result.code, reason=result.message
+        )
         report.retried += len(rows)
-        report.last_transient = result
+        report.last_transient = result.message
         OPERATIONS.labels(kind=rows[0].kind, result="retried").inc(len(rows))
 
 

@@ -2,7 +2,7 @@
 
 ``Store`` opens the file and hands out one repository per group of tables: ``snapshot`` (what
 Chengjiyun holds and what the last cycle wanted), ``outbox`` (operations waiting and dead
-letters) and ``journal`` (cycles, source health, history). Its own methods are the few units of
+letters) and ``journal`` (cycles, source health, history) and ``exams`` (imported exam results). Its own methods are the few units of
 work that touch several groups in one transaction: a cycle's state with its operations, a claim,
 an acknowledgement, a dead letter.
 """
@@ -20,6 +20,7 @@ from syncd.core.model import ClassStatus, User
 from syncd.core.plan import dumps, needs_notify, plan_operations
 from syncd.exceptions import StoreError
 from syncd.store.database import Database
+from syncd.store.exams import Exams
 from syncd.store.journal import Journal
 from syncd.store.outbox import Outbox, QueuedOperation
 from syncd.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -57,10 +58,24 @@ class Store:
         self.snapshot = Snapshot(database)
         self.outbox = Outbox(database)
         self.journal = Journal(database)
+        self.exams = Exams(database)
 
     @classmethod
-    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
-        return cls(await Database.open(Path(path), readonly=readonly))
+    async def open(
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        backup: Path | None = None,
+        fresh: bool = True,
+    ) -> Store:
+        """Open the database. With ``backup`` and not ``fresh``, a missing or empty database
+        whose backup exists is refused: a silent new first sync would re-add everybody and never
+        delete the pupils who left meanwhile."""
+        path = Path(path)
+        if not readonly and not fresh and backup is not None:
+            _refuse_silent_fresh_start(path, backup)
+        return cls(await Database.open(path, readonly=readonly, backup=backup))
 
     @property
     def path(self) -> Path:
@@ -85,13 +100,20 @@ class Store:
     # --- units of work -----------------------------------------------------------------------
 
     async def commit_cycle(
-        self, diff: SourceDiff, desired: Mapping[str, User], *, may_delete_orphans: bool
+        self,
+        diff: SourceDiff,
+        desired: Mapping[str, User],
+        *,
+        may_delete_orphans: bool,
+        full: bool = False,
     ) -> dict[str, int]:
         """Write one source's new desired state and the operations it implies in ONE transaction.
 
         Operations identical to a dead letter are not queued again until ``retry-dead`` or until
         the record changes. ``may_delete_orphans``: the poll was complete, so adds in doubt for
-        users no longer wanted are deleted. Returns counts of what was queued, by kind.
+        users no longer wanted are deleted. ``full``: a full reconcile, every unchanged user is
+        re-sent as addUser and the class statuses are announced again. Returns counts of what
+        was queued, by kind.
         """
         async with self._database.write() as db:
             await self.snapshot.write_cycle_state(db, diff, desired)
@@ -104,10 +126,11 @@ class Store:
                 diff,
                 dead=await self.outbox.dead_keys(db, diff.source),
                 orphans=orphans - desired.keys(),
+                reconcile=[desired[i] for i in sorted(diff.unchanged_ids)] if full else (),
             )
             queued = await self.outbox.replace_pending(db, plan)
             if needs_notify(
-                changed=diff.class_status_changed,
+                changed=diff.class_status_changed or (full and diff.class_statuses is not None),
                 current_digest=await self.snapshot.current_digest(db),
                 notified_digest=await self.snapshot.notified_digest(db),
             ):
@@ -142,7 +165,7 @@ class Store:
         if kind is OperationKind.DELETE:
             stale = [r for r in rows if r.record_id not in acked and r.record_id not in doubtful]
         else:
-            stale = [r for r in rows if acked.get(r.record_id or "") == r.hash]
+            stale = [r for r in rows if not r.force and acked.get(r.record_id or "") == r.hash]
         await self.outbox.remove(db, stale)
         batch = tuple(row for row in rows if row not in stale)
         if not batch:
@@ -237,6 +260,19 @@ class Store:
 
     async def recent_cycles(self, limit: int = 10) -> list[dict[str, Any]]:
         return await self.journal.recent_cycles(limit)
+
+
+def _refuse_silent_fresh_start(path: Path, backup: Path) -> None:
+    try:
+        missing = not path.exists() or path.stat().st_size == 0
+    except OSError:
+        return  # Database.open reports an unreadable file with its own message
+    if missing and backup.exists():
+        raise StoreError(
+            f"database {path} is missing or empty, but a backup exists at {backup}: restore it "
+            "with `syncd restore-backup`, or start a new first sync anyway with --fresh (users "
+            "who left since the backup then stay at Chengjiyun)"
+        )
 
 
 def _entries(rows: Iterable[QueuedOperation]) -> list[tuple[str, str | None, Any]]:

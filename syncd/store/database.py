@@ -59,14 +59,19 @@ def explain(path: Path, err: BaseException, *, backup: Path | None = None) -> St
 class Database:
     """The connection, owned here; repositories borrow it for their statements."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, *, readonly: bool) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, path: Path, *, readonly: bool, backup: Path | None
+    ) -> None:
         self._conn = conn
         self.path = path
         self.readonly = readonly
+        self.backup = backup
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, readonly: bool = False) -> Database:
+    async def open(
+        cls, path: Path, *, readonly: bool = False, backup: Path | None = None
+    ) -> Database:
         """Open (creating 0600 and migrating unless ``readonly``) the database at ``path``.
 
         A read-only open of a file that does not exist yet gives an empty in-memory database, so
@@ -84,14 +89,14 @@ class Database:
                     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
                 conn = await aiosqlite.connect(path)
         except (sqlite3.Error, OSError) as err:
-            raise explain(path, err) from err
+            raise explain(path, err, backup=backup) from err
         conn.row_factory = aiosqlite.Row
-        database = cls(conn, path, readonly=readonly)
+        database = cls(conn, path, readonly=readonly, backup=backup)
         try:
             await database._prepare(in_memory=in_memory)
         except sqlite3.Error as err:
             await conn.close()
-            raise explain(path, err) from err
+            raise explain(path, err, backup=backup) from err
         except BaseException:
             await conn.close()
             raise
@@ -134,12 +139,12 @@ class Database:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as err:
-                raise explain(self.path, err) from err
+                raise explain(self.path, err, backup=self.backup) from err
             try:
                 yield self._conn
             except sqlite3.Error as err:
                 await self._rollback()
-                raise explain(self.path, err) from err
+                raise explain(self.path, err, backup=self.backup) from err
             except BaseException:
                 await self._rollback()
                 raise
@@ -147,7 +152,7 @@ class Database:
                 await self._conn.commit()
             except sqlite3.Error as err:
                 await self._rollback()
-                raise explain(self.path, err) from err
+                raise explain(self.path, err, backup=self.backup) from err
 
     async def _rollback(self) -> None:
         try:
@@ -160,14 +165,14 @@ class Database:
             async with self._conn.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as err:
-            raise explain(self.path, err) from err
+            raise explain(self.path, err, backup=self.backup) from err
 
     async def fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> Row | None:
         try:
             async with self._conn.execute(sql, params) as cursor:
                 return await cursor.fetchone()
         except sqlite3.Error as err:
-            raise explain(self.path, err) from err
+            raise explain(self.path, err, backup=self.backup) from err
 
     async def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = await self.fetchone(sql, params)

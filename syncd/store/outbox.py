@@ -35,14 +35,23 @@ class QueuedOperation:
     hash: str | None
     source: str | None
     attempts: int
+    force: bool = False
 
 
-_COLUMNS = "seq, kind, record_id, payload, record, hash, source, attempts"
+_COLUMNS = "seq, kind, record_id, payload, record, hash, source, attempts, force"
 
 
 def _row(row: Any) -> QueuedOperation:
     return QueuedOperation(
-        row[0], OperationKind(row[1]), row[2], json.loads(row[3]), row[4], row[5], row[6], row[7]
+        row[0],
+        OperationKind(row[1]),
+        row[2],
+        json.loads(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        bool(row[8]),
     )
 
 
@@ -90,12 +99,12 @@ class Outbox:
             (plan.source, OperationKind.NOTIFY),
         )
         await db.executemany(
-            """INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
+            """INSERT INTO outbox (kind, record_id, payload, record, hash, source, created_at, force)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(record_id) WHERE record_id IS NOT NULL DO UPDATE SET
                    kind = excluded.kind, payload = excluded.payload, record = excluded.record,
                    hash = excluded.hash, source = excluded.source, attempts = 0,
-                   next_attempt_at = 0, last_error = NULL""",
+                   next_attempt_at = 0, last_error = NULL, force = excluded.force""",
             [
                 (
                     op.kind,
@@ -105,6 +114,7 @@ class Outbox:
                     op.fingerprint,
                     plan.source,
                     now,
+                    int(op.force),
                 )
                 for op in plan.operations
             ],
@@ -139,9 +149,9 @@ class Outbox:
         )
         if not rows:
             return [], None
-        due = [_row(row) for row in rows if row[8] <= now]
+        due = [_row(row) for row in rows if row[9] <= now]
         if not due:
-            return [], max(0.0, rows[0][8] - now)
+            return [], max(0.0, rows[0][9] - now)
         return due, 0.0
 
     async def remove(self, db: aiosqlite.Connection, rows: Iterable[QueuedOperation]) -> None:

@@ -150,6 +150,7 @@ MIGRATIONS: list[str] = [
         source TEXT NOT NULL,
         since REAL NOT NULL
     );
+    ALTER TABLE outbox ADD COLUMN force INTEGER NOT NULL DEFAULT 0;  -- sent even if acknowledged
     CREATE INDEX outbox_claim ON outbox(kind, next_attempt_at, seq);
     CREATE INDEX dead_letters_source ON dead_letters(source);
     CREATE TABLE history (

@@ -196,9 +196,7 @@ class Snapshot:
         )
         return str(rows[0][0]) if rows else None
 
-    async def acknowledged_hashes(
-        self, db: aiosqlite.Connection, ids: list[str]
-    ) -> dict[str, str]:
+    async def acknowledged_hashes(self, db: aiosqlite.Connection, ids: list[str]) -> dict[str, str]:
         marks = ",".join("?" * len(ids))
         rows = await db.execute_fetchall(
             f"SELECT id, hash FROM users WHERE id IN ({marks})",  # noqa: S608 - placeholders only
@@ -235,7 +233,9 @@ class Snapshot:
             [(user_id, source, time.time()) for user_id, source in users],
         )
 
-    async def unacknowledged_in_doubt(self, db: aiosqlite.Connection, source: str) -> frozenset[str]:
+    async def unacknowledged_in_doubt(
+        self, db: aiosqlite.Connection, source: str
+    ) -> frozenset[str]:
         """Adds of ``source`` sent without an answer, for users Chengjiyun never confirmed."""
         rows = await db.execute_fetchall(
             "SELECT d.id FROM in_doubt d LEFT JOIN users u ON u.id = d.id "

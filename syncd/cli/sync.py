@@ -1,0 +1,102 @@
+"""The commands that sync or serve: ``--run-once``, ``plan``, ``run`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+from typing import TextIO
+
+from syncd.cli.exit import ExitCode
+from syncd.cli.progress import Progress, is_terminal
+from syncd.clients.chengjiyun import client_from_config
+from syncd.config import Config
+from syncd.core.render import Palette, plan_json, render_cycle, render_drain, render_plan
+from syncd.engine.cycle import School, backup_if_due, run_cycle
+from syncd.engine.daemon import run_daemon
+from syncd.engine.drain import worker_from_config
+from syncd.engine.lock import SyncLock
+from syncd.log import get_logger
+from syncd.server.app import serve_command as _serve
+from syncd.store import Store
+
+__all__ = ["plan_command", "run_command", "run_once_command", "serve_command"]
+
+log = get_logger(__name__)
+
+
+async def run_once_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """One cycle of every enabled source, then drain the queue (at most ``drain_timeout_s``).
+
+    Exit 0 when everything is synced; 1 when a source (or one of its accounts) failed, an
+    operation was dead-lettered or dead letters remain, or operations are left queued. Held
+    deletions alone do not fail the run: they are reported and logged as warnings.
+    """
+    today = dt.date.today()
+    if config.schedule.paused_on(today):
+        out.write("today is inside a [schedule] pause range: nothing polled, nothing sent\n")
+        return ExitCode.OK
+    if not config.enabled_sources:
+        log.warning("no source is enabled; add a [classcharts] or [epaas] section")
+    with SyncLock(config.store.path, "run-once"):
+        store = await Store.open(
+            config.store.path, backup=config.store.backup, fresh=getattr(args, "fresh", False)
+        )
+        async with store:
+            school = School(config, store)
+            report = await run_cycle(
+                school,
+                config.enabled_sources,
+                command="run-once",
+                full=getattr(args, "full", False),
+            )
+            out.write(render_cycle(report))
+            progress = Progress(out) if is_terminal(out) else None
+            async with client_from_config(config) as client:
+                drain = await worker_from_config(config, store, client, progress=progress).drain(
+                    timeout_s=config.chengjiyun.drain_timeout_s
+                )
+            if progress is not None:
+                progress.finish()
+            out.write(render_drain(drain))
+            dead_left = await store.outbox.dead_letter_count()
+            if not (drain.remaining or drain.dead):
+                await backup_if_due(school, report, today=today)
+    if dead_left:
+        out.write(
+            f"{dead_left} dead letter(s) waiting: see `syncd status`; "
+            "requeue with `syncd retry-dead`\n"
+        )
+    failed = report.failed or drain.dead or dead_left or drain.remaining
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+async def plan_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """What a cycle would send now. Opens the database read-only and writes nothing."""
+    async with await Store.open(
+        config.store.path, backup=config.store.backup, readonly=True
+    ) as store:
+        report = await run_cycle(
+            School(config, store), config.enabled_sources, command="plan", write=False
+        )
+    if getattr(args, "json", False):
+        out.write(json.dumps(plan_json(report), ensure_ascii=False, indent=2) + "\n")
+    else:
+        paint = Palette(is_terminal(out) and not os.environ.get("NO_COLOR"))
+        out.write(
+            render_plan(report, delete_after_cycles=config.safety.delete_after_cycles, paint=paint)
+        )
+    return ExitCode.FAILED if report.failed else ExitCode.OK
+
+
+async def run_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """The daemon, until SIGTERM/SIGINT; exit 0 on a clean stop."""
+    with SyncLock(config.store.path, "run"):
+        await run_daemon(config)
+    return ExitCode.OK
+
+
+async def serve_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """The pull API alone, for the cron/timer layout (it syncs nothing, so takes no lock)."""
+    return await _serve(config, args, out)

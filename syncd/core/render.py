@@ -1,0 +1,257 @@
+"""Reports rendered into the text the CLI prints: pure functions from records to strings."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from syncd.core.diff import SourceDiff
+from syncd.core.kinds import SourceOutcome
+from syncd.core.report import CycleReport, DrainReport, SourceReport
+
+__all__ = [
+    "Palette",
+    "plan_json",
+    "render_cycle",
+    "render_drain",
+    "render_plan",
+    "render_status",
+    "when",
+]
+
+
+class Palette:
+    """ANSI colours for a terminal; the plain one (no colour) for pipes and ``NO_COLOR``."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+
+    def _paint(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self._enabled else text
+
+    def green(self, text: str) -> str:
+        return self._paint("32", text)
+
+    def yellow(self, text: str) -> str:
+        return self._paint("33", text)
+
+    def red(self, text: str) -> str:
+        return self._paint("31", text)
+
+    def bold(self, text: str) -> str:
+        return self._paint("1", text)
+
+
+PLAIN = Palette(False)
+
+
+def when(timestamp: float | None) -> str:
+    """A stored time as local time with its zone, e.g. ``2026-11-30 14:05:09 +0800``."""
+    if not timestamp:
+        return "never"
+    return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _counts(diff: SourceDiff | None) -> tuple[int, int, int, int]:
+    if diff is None:
+        return 0, 0, 0, 0
+    updates = sum(1 for u in diff.updates if u.sends)
+    return len(diff.adds), updates, len(diff.deletes), len(diff.held)
+
+
+# --- a cycle (--run-once) --------------------------------------------------------------------
+
+
+def render_cycle(report: CycleReport) -> str:
+    lines: list[str] = []
+    for source, sr in report.sources.items():
+        adds, updates, deletes, held = _counts(sr.diff)
+        if sr.outcome is SourceOutcome.FAILED:
+            lines.append(f"{source}: FAILED — nothing sent or deleted for it this cycle")
+        else:
+            statuses = f", {sr.classes} class statuses" if sr.classes else ""
+            notify = ", class status notify" if sr.diff and sr.diff.class_status_changed else ""
+            lines.append(
+                f"{source}: {sr.outcome} — {sr.users} users{statuses}; "
+                f"queued {adds} add, {updates} update, {deletes} delete{notify}"
+            )
+        lines.extend(f"  error: {error}" for error in sr.errors)
+        if sr.warnings:
+            first = sr.warnings[0]
+            more = f" (and {len(sr.warnings) - 1} more: `syncd plan` lists them)"
+            lines.append(f"  warning: {first}" + (more if len(sr.warnings) > 1 else ""))
+        if held:
+            lines.append(
+                f"  {held} deletion(s) HELD by the [safety] limits: see `syncd status`, "
+                "release with `syncd approve-deletes`"
+            )
+    return "".join(line + "\n" for line in lines)
+
+
+def render_drain(drain: DrainReport) -> str:
+    sent = ", ".join(f"{n} {kind}" for kind, n in drain.sent.items() if n) or "nothing"
+    lines = [f"sent: {sent} in {drain.requests} request(s)"]
+    for dead in drain.dead:
+        lines.append(f"  DEAD LETTER {dead['kind']} {dead['record_id'] or ''}: {dead['reason']}")
+    if drain.refused is not None:
+        lines.append(
+            f"Chengjiyun refused the account ({drain.refused}): {drain.refused_hint or 'check [chengjiyun]'}. "
+            "Nothing was dead-lettered; fix it and run again."
+        )
+    if drain.remaining:
+        why = f" ({drain.stopped})" if drain.stopped else ""
+        cause = f"; last failure: {drain.last_transient}" if drain.last_transient else ""
+        lines.append(
+            f"{drain.remaining} operation(s) still queued{why}{cause}; the next run sends them"
+        )
+    return "".join(line + "\n" for line in lines)
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def plan_json(report: CycleReport) -> dict[str, Any]:
+    sources: dict[str, Any] = {}
+    for source, sr in report.sources.items():
+        diff = sr.diff
+        sources[source] = {
+            "outcome": str(sr.outcome),
+            "errors": list(sr.errors),
+            "warnings": list(sr.warnings),
+            "addUser": [u.pushed() for u in diff.adds] if diff else [],
+            "updateUser": [dict(u.changes) for u in diff.updates if u.sends] if diff else [],
+            "deleteUser": [u.id for u in diff.deletes] if diff else [],
+            "held": [{"id": u.id, "name": u.name, "reason": r} for u, r in diff.held]
+            if diff
+            else [],
+            "missing": dict(diff.missing) if diff else {},
+            "classStatusChanged": bool(diff and diff.class_status_changed),
+        }
+    return {"sources": sources}
+
+
+def _plan_source(sr: SourceReport, delete_after_cycles: int, paint: Palette) -> list[str]:
+    diff = sr.diff
+    if diff is None:
+        return [paint.red(f"{sr.source}: FAILED — {'; '.join(sr.errors)}")]
+    lines = [f"{sr.source}: {sr.outcome}, {sr.users} users"]
+    lines.extend(paint.red(f"  error: {error}") for error in sr.errors)
+    lines.extend(paint.yellow(f"  warning: {warning}") for warning in sr.warnings)
+    for user in diff.adds:
+        lines.append(paint.green(f"  + {user.id}  {user.name} ({', '.join(user.roles)})"))
+    for update in diff.updates:
+        if not update.sends:
+            continue
+        old = sr.acknowledged[update.user.id].user.pushed()
+        changes = ", ".join(
+            f"{k}: {old.get(k)!r} → {v!r}" for k, v in update.changes.items() if k != "id"
+        )
+        lines.append(paint.yellow(f"  ~ {update.user.id}  {changes}"))
+    for user in diff.deletes:
+        lines.append(paint.red(f"  - {user.id}  {user.name}"))
+    for user, reason in diff.held:
+        lines.append(paint.red(f"  ! {user.id}  {user.name}: held — {reason}"))
+    shown = {user.id for user, _ in diff.held} | {user.id for user in diff.deletes}
+    for user_id, count in sorted(diff.missing.items()):
+        if user_id not in shown:
+            left = delete_after_cycles - count
+            lines.append(
+                f"    {user_id} missing from {count} complete poll(s) in a row; "
+                f"deleted after {left} more"
+            )
+    if diff.class_status_changed:
+        lines.append(paint.yellow("  ~ class statuses changed: update/classStatus sent once"))
+    if diff.is_empty and not diff.held:
+        lines.append("  nothing to send")
+    return lines
+
+
+def render_plan(report: CycleReport, *, delete_after_cycles: int, paint: Palette = PLAIN) -> str:
+    """Every change a cycle would send, then one summary line (``+`` add, ``~`` change,
+    ``-`` delete, ``!`` held)."""
+    lines: list[str] = []
+    totals = [0, 0, 0, 0]
+    for sr in report.sources.values():
+        lines.extend(_plan_source(sr, delete_after_cycles, paint))
+        for index, value in enumerate(_counts(sr.diff)):
+            totals[index] += value
+    adds, updates, deletes, held = totals
+    summary = f"Plan: {adds} to add, {updates} to change, {deletes} to delete, {held} held."
+    lines.append(paint.bold(summary))
+    return "".join(line + "\n" for line in lines)
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def _grouped(items: Iterable[Mapping[str, Any]], key: str, ids: str, limit: int = 5) -> list[str]:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        groups[str(item[key])].append(str(item[ids] or "-"))
+    lines = []
+    for reason, members in sorted(groups.items(), key=lambda pair: -len(pair[1])):
+        sample = ", ".join(members[:limit]) + (", …" if len(members) > limit else "")
+        lines.append(f"  {len(members):>5} × {reason}: {sample}")
+    return lines
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """The ``status`` command's answer to "is it all right?", with what to do when it is not."""
+    lines = [f"database: {status['database']}"]
+    daemon = status.get("daemon")
+    if daemon:
+        lines.append(
+            f"syncing process: pid {daemon['pid']} ({daemon.get('command') or 'sync'}), "
+            f"since {when(daemon.get('since'))}"
+        )
+    else:
+        lines.append("syncing process: none running")
+    lines.append(f"health: {'OK' if status['healthy'] else 'NEEDS ATTENTION'}")
+    lines += ["", "users (last poll / acknowledged by Chengjiyun):"]
+    for source, counts in status["users"].items():
+        lines.append(f"  {source:<12} {counts['desired']} / {counts['acknowledged']}")
+    lines += ["", "sources:"]
+    if not status["sources"]:
+        lines.append("  (no poll yet)")
+    for name, state in status["sources"].items():
+        line = (
+            f"  {name:<12} {state['state']:<8} last success {when(state['last_success_at'])}, "
+            f"last attempt {when(state['last_attempt_at'])}"
+        )
+        if state["consecutive_failures"]:
+            line += f", {state['consecutive_failures']} failure(s) in a row: {state['last_error']}"
+        lines.append(line)
+    lines += ["", "last cycles:"]
+    if not status["cycles"]:
+        lines.append("  (none)")
+    for cycle in status["cycles"]:
+        per_source = "; ".join(
+            f"{source} {info['outcome']} (+{info['adds']} ~{info['updates']} -{info['deletes']}"
+            + (f" held {info['held']}" if info["held"] else "")
+            + ")"
+            for source, info in cycle["sources"].items()
+        )
+        lines.append(
+            f"  #{cycle['id']:<5} {when(cycle['started_at'])} {cycle['command']:<9} "
+            f"{cycle['outcome'] or 'running'}: {per_source}"
+        )
+    queue: Mapping[str, int] = status["queue"]
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in queue.items())
+    lines += [
+        "",
+        f"queue: {sum(queue.values())} operation(s) waiting" + (f" ({by_kind})" if queue else ""),
+    ]
+    dead = status["dead_letters"]
+    hint = " — requeue with `syncd retry-dead` once the cause is fixed" if dead else ""
+    lines += ["", f"dead letters: {len(dead)}{hint}"]
+    lines += _grouped(dead, "reason", "record_id")
+    held = status["held_deletions"]
+    hint = " — review, then `syncd approve-deletes`" if held else ""
+    lines += ["", f"held deletions: {len(held)}{hint}"]
+    approved = Counter(bool(item["approved"]) for item in held)
+    if approved[True]:
+        lines.append(f"  {approved[True]} approved: deleted on the next cycle of their source")
+    lines += _grouped((item for item in held if not item["approved"]), "reason", "id")
+    return "".join(line + "\n" for line in lines)
