@@ -8,7 +8,7 @@ import pytest
 
 from syncd.config import SafetyConfig, parse_config
 from syncd.core.diff import AckedUser, diff_source
-from syncd.core.mapping import AdminSpec, apply_admins, users_of_source
+from syncd.core.mapping import AdminSpec, apply_admins, apply_admins_by_source, users_of_source
 from syncd.core.model import ADMIN_SOURCE, ROLE_ADMIN, ROLES, Role, User, canonical_roles
 from syncd.exceptions import ConfigError
 
@@ -153,3 +153,15 @@ def test_the_config_reads_admins() -> None:
     assert caught.value.key.startswith("admins[0]")
     with pytest.raises(ConfigError):
         parse_config({**data, "admins": [{"id": "x", "role": "教师"}]})
+
+
+def test_admins_by_source_give_each_source_its_users_and_config_its_admins() -> None:
+    polled = {"epaas": {"ep-t1": TEACHER}, "classcharts": {"cc-1": PUPIL}}
+    admins = [AdminSpec("ep-t1"), AdminSpec("office-1", "教务处"), AdminSpec("cc-9")]
+    by_source, _ = apply_admins_by_source(polled, admins, known_ids={"cc-9"})
+    assert set(by_source) == {"epaas", "classcharts", "config"}
+    assert by_source["epaas"]["ep-t1"].roles == ("管理员", "教师")
+    assert by_source["classcharts"] == {"cc-1": PUPIL}
+    assert set(by_source["config"]) == {"office-1"}
+    nothing, _ = apply_admins_by_source(polled, [])
+    assert nothing["config"] == {} and nothing["epaas"] == {"ep-t1": TEACHER}

@@ -26,6 +26,7 @@ __all__ = [
     "MappedSource",
     "PupilFacts",
     "apply_admins",
+    "apply_admins_by_source",
     "department_type",
     "enrolment_year",
     "grade_for",
@@ -458,3 +459,22 @@ def apply_admins(
 def users_of_source(users: Mapping[str, User], source: str) -> dict[str, User]:
     """The users one source owns (after ``apply_admins``), which is what that source diffs."""
     return {user_id: user for user_id, user in users.items() if user.source == source}
+
+
+def apply_admins_by_source(
+    polled: Mapping[str, Mapping[str, User]],
+    admins: Sequence[AdminLike],
+    *,
+    known_ids: Set[str] = frozenset(),
+) -> tuple[dict[str, dict[str, User]], list[str]]:
+    """``apply_admins`` over the sources polled this cycle, split back into what each diffs.
+
+    ``polled`` maps a source name to its users; the result has the same sources plus
+    ``config`` (the standalone admins, always present so removing one from the config deletes
+    it). ``known_ids``: ids acknowledged for the real sources (not ``config``'s own).
+    """
+    merged = {user_id: user for users in polled.values() for user_id, user in users.items()}
+    result, warnings = apply_admins(merged, admins, known_ids=known_ids)
+    by_source = {source: users_of_source(result, source) for source in polled}
+    by_source[ADMIN_SOURCE] = users_of_source(result, ADMIN_SOURCE)
+    return by_source, warnings
