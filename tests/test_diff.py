@@ -1,4 +1,4 @@
-"""The diff is pure: desired vs acknowledged, with DESIGN's deletion safety rules."""
+"""The diff is pure: desired vs acknowledged, with the deletion and class-status safety rules."""
 
 from __future__ import annotations
 

@@ -77,7 +77,12 @@ def test_school_year_starts_on_1_september(today: dt.date, start: int) -> None:
 @pytest.mark.parametrize(
     ("stage", "year", "today", "grade"),
     [
-        ("初中", 2025, dt.date(2026, 11, 23), 8),  # DESIGN's example
+        (
+            "初中",
+            2025,
+            dt.date(2026, 11, 23),
+            8,
+        ),  # November 2026: a 2025级 初中 class is in grade 8
         ("初中", 2025, dt.date(2026, 8, 31), 7),
         ("初中", 2026, dt.date(2026, 9, 1), 7),
         ("初中", 2023, dt.date(2026, 11, 1), None),  # graduated
