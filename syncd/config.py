@@ -31,6 +31,7 @@ from syncd.log import register_secret
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "AdminEntry",
     "ChengjiyunConfig",
     "ClassChartsConfig",
     "Config",
@@ -293,6 +294,13 @@ class SafetyConfig(_Section):
     stale_after_s: int = Field(default=0, ge=0)
 
 
+class AdminEntry(_Section):
+    """One ``[[admins]]``: the id of a synced user to make 管理员, or a new admin's id and name."""
+
+    id: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1)
+
+
 class Config(_Section):
     store: StoreConfig = StoreConfig()
     chengjiyun: ChengjiyunConfig
@@ -301,6 +309,7 @@ class Config(_Section):
     epaas: EpaasConfig | None = None
     schedule: ScheduleConfig = ScheduleConfig()
     safety: SafetyConfig = SafetyConfig()
+    admins: list[AdminEntry] = []
 
     @property
     def enabled_sources(self) -> list[str]:

@@ -1,9 +1,10 @@
-"""The diff is pure: desired vs acknowledged, with DESIGN's deletion safety rules."""
+"""The diff is pure: desired vs acknowledged, with the deletion and class-status safety rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +39,7 @@ def diff(
     **safety: Any,
 ) -> SourceDiff:
     acknowledged = acked if isinstance(acked, dict) else {u.id: AckedUser(u) for u in acked}
+    approved_statuses = bool(safety.pop("class_statuses_approved", False))
     return diff_source(
         source="classcharts",
         desired={u.id: u for u in desired},
@@ -48,6 +50,7 @@ def diff(
         safety=SafetyConfig(**{"max_delete_fraction": 1.0, **safety}),
         desired_class_statuses=statuses,
         stored_class_statuses=stored or {},
+        class_statuses_approved=approved_statuses,
     )
 
 
@@ -149,14 +152,111 @@ def test_class_status_changes() -> None:
     assert diff([], []).class_statuses is None
 
 
-def test_role_change_warns() -> None:
-    result = diff([User("cc-1", "X", ("教师",), "classcharts")], [pupil(1, "X")])
-    assert result.warnings and "updateUser cannot change roles" in result.warnings[0]
+def test_a_role_change_is_sent_as_an_add_of_the_whole_record() -> None:
+    # updateUser has no roleList; addUser of an existing id replaces the record.
+    teacher = User("cc-1", "X", ("教师",), "classcharts", grade=7)
+    result = diff([teacher], [pupil(1, "X", grade=7, class_no=2)])
+    assert result.adds == (teacher,) and not result.updates and not result.warnings
+    assert result.adds[0].pushed() == {"id": "cc-1", "name": "X", "roleList": ["教师"], "grade": 7}
+    assert not result.unclearable, "the add replaces the record, class included"
+    assert not result.is_empty
 
 
-def test_deterministic() -> None:
-    args = ([pupil(3), pupil(1), pupil(2, "B")], [pupil(2), pupil(4)])
-    assert diff(*args, delete_after_cycles=1) == diff(*args, delete_after_cycles=1)
+def test_reordered_roles_are_no_change() -> None:
+    before = User("ep-1", "X", ("教师", "管理员"), "epaas")
+    after = User("ep-1", "X", ("管理员", "教师"), "epaas")
+    assert diff([after], [before]).unchanged_ids == {"ep-1"}
+
+
+def test_a_cleared_gender_is_sent_as_empty_text() -> None:
+    result = diff([pupil(1)], [pupil(1, gender="男")])
+    assert [u.changes for u in result.updates] == [{"id": "cc-1", "gender": ""}]
+    assert result.updates[0].sends and not result.unclearable
+
+
+def test_fields_that_cannot_be_cleared_are_reported_not_dropped() -> None:
+    result = diff([pupil(1, name="New")], [pupil(1, school_id="S1", grade=8, class_no=3)])
+    assert [u.changes for u in result.updates] == [{"id": "cc-1", "name": "New"}]
+    assert result.unclearable == (("cc-1", "class"), ("cc-1", "grade"), ("cc-1", "schoolId"))
+    assert len(result.warnings) == 3
+    assert "grade is no longer known" in "\n".join(result.warnings)
+    assert "Chengjiyun keeps 8" in "\n".join(result.warnings)
+    only_unclearable = diff([pupil(2)], [pupil(2, grade=8)])
+    assert not only_unclearable.updates[0].sends, "stored, nothing to send"
+    assert only_unclearable.unclearable == (("cc-2", "grade"),)
+
+
+def test_the_diff_value_is_immutable() -> None:
+    result = diff([pupil(1, "B")], [pupil(1), pupil(2)], delete_after_cycles=2)
+    with pytest.raises(TypeError):
+        result.missing["cc-2"] = 5  # type: ignore[index]
+    changes = result.updates[0].changes
+    changes["name"] = "tampered"
+    assert result.updates[0].changes == {"id": "cc-1", "name": "B"}
+    statuses = diff([], [], statuses={}, stored={}).class_statuses
+    assert statuses is not None
+    with pytest.raises(TypeError):
+        statuses["k"] = ClassStatus("k", 2025, 8, 1, None)  # type: ignore[index]
+    assert SourceDiff("classcharts").missing == {}
+
+
+def test_an_id_another_source_claims_is_handed_over_not_deleted() -> None:
+    admin = User("office-1", "教务处", ("管理员",), "config", owners=frozenset({"config"}))
+    result = diff_source(
+        source="config",
+        desired={},
+        acknowledged={"office-1": AckedUser(admin, 5)},
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
+        safety=SafetyConfig(delete_after_cycles=1, max_delete_fraction=1.0),
+        desired_class_statuses=None,
+        stored_class_statuses={},
+        claimed_elsewhere=frozenset({"office-1"}),
+    )
+    assert not result.deletes and not result.held and result.missing == {}
+
+
+def _statuses(*numbers: int) -> dict[str, ClassStatus]:
+    return {f"ep-class-{n}": ClassStatus(f"ep-class-{n}", 2025, 8, n, "ep-t1") for n in numbers}
+
+
+def test_class_statuses_vanishing_over_the_fraction_are_all_held() -> None:
+    stored = _statuses(*range(1, 11))
+    desired = {**_statuses(1, 2, 3, 4, 5, 6, 7), "ep-class-99": _statuses(99)["ep-class-99"]}
+    result = diff([], [], statuses=desired, stored=stored, max_delete_fraction=0.2)
+    assert result.class_statuses == stored, "the stored set is kept whole, nothing added"
+    assert not result.class_status_changed and result.is_empty
+    assert result.class_statuses_held == ("ep-class-10", "ep-class-8", "ep-class-9")
+    reason = result.class_statuses_held_reason
+    assert reason is not None and "3 of 10 class statuses" in reason
+    assert "max_delete_fraction = 0.2" in reason and reason in result.warnings
+    approved = diff(
+        [],
+        [],
+        statuses=desired,
+        stored=stored,
+        max_delete_fraction=0.2,
+        class_statuses_approved=True,
+    )
+    assert approved.class_statuses == desired and approved.class_status_changed
+    assert not approved.class_statuses_held and approved.class_statuses_held_reason is None
+
+
+def test_class_statuses_vanishing_over_max_deletes_are_held() -> None:
+    stored = _statuses(1, 2, 3, 4)
+    held = diff([], [], statuses=_statuses(1), stored=stored, max_deletes=2)
+    assert held.class_statuses == stored and held.class_statuses_held == (
+        "ep-class-2",
+        "ep-class-3",
+        "ep-class-4",
+    )
+    assert held.class_statuses_held_reason and "max_deletes = 2" in held.class_statuses_held_reason
+    within = diff([], [], statuses=_statuses(1, 2), stored=stored, max_deletes=2)
+    assert within.class_statuses == _statuses(1, 2) and within.class_status_changed
+    assert not within.class_statuses_held
+    everything_new = diff([], [], statuses=_statuses(1, 2), stored={}, max_deletes=0)
+    assert everything_new.class_status_changed and not everything_new.class_statuses_held
 
 
 names = st.sampled_from(["Ann", "Bob", "Cai", "Dee"])
@@ -190,3 +290,56 @@ def test_a_held_deletion_stays_held_across_cycles() -> None:
     counters = {u.id: AckedUser(u, second.missing.get(u.id, 0)) for u in acked}
     third = diff(acked[:5], counters, delete_after_cycles=2, max_deletes=4)
     assert len(third.held) == 5, "still held, not dropped every other cycle"
+
+
+pupils = st.builds(
+    pupil,
+    st.integers(0, 20),
+    names,
+    gender=st.sampled_from([None, "男", "女"]),
+    grade=st.sampled_from([None, 7, 8]),
+    class_no=st.sampled_from([None, 1, 2]),
+)
+teachers = st.builds(
+    lambda n, name: User(f"cc-{n}", name, ("教师",), "classcharts", owners=frozenset({PARENT})),
+    st.integers(0, 20),
+    names,
+)
+users = st.lists(st.one_of(pupils, teachers), max_size=15).map(
+    lambda found: list({u.id: u for u in found}.values())
+)
+
+
+@given(acked=users, desired=users)
+def test_once_sent_and_stored_the_same_desired_state_diffs_to_nothing(
+    acked: list[User], desired: list[User]
+) -> None:
+    """Applying a diff converges: the next cycle has nothing to send, whatever changed."""
+    first = diff(desired, acked, delete_after_cycles=1)
+    state = {u.id: u for u in acked}
+    for user in first.adds:
+        state[user.id] = user
+    for update in first.updates:
+        state[update.user.id] = update.user
+    for user in first.deletes:
+        del state[user.id]
+    second = diff(desired, list(state.values()), delete_after_cycles=1)
+    assert second.is_empty and not second.updates and not second.unclearable
+    assert second.unchanged_ids == {u.id for u in desired}
+
+
+@given(acked=users, desired=users)
+def test_sent_fields_reach_the_desired_record(acked: list[User], desired: list[User]) -> None:
+    """What Chengjiyun holds after the sends equals the desired record, except the fields the
+    diff reports as unclearable (and a cleared gender, which is sent as "")."""
+    result = diff(desired, acked, delete_after_cycles=1)
+    state = {u.id: u.pushed() for u in acked}
+    for user in result.adds:
+        state[user.id] = user.pushed()
+    for update in result.updates:
+        state[update.user.id].update(update.changes)
+    unclearable = set(result.unclearable)
+    for user in desired:
+        held = {k: v for k, v in state[user.id].items() if v != ""}
+        kept = {k: v for k, v in held.items() if (user.id, k) not in unclearable}
+        assert kept == user.pushed()

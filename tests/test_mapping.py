@@ -77,7 +77,12 @@ def test_school_year_starts_on_1_september(today: dt.date, start: int) -> None:
 @pytest.mark.parametrize(
     ("stage", "year", "today", "grade"),
     [
-        ("初中", 2025, dt.date(2026, 11, 23), 8),  # DESIGN's example
+        (
+            "初中",
+            2025,
+            dt.date(2026, 11, 23),
+            8,
+        ),  # November 2026: a 2025级 初中 class is in grade 8
         ("初中", 2025, dt.date(2026, 8, 31), 7),
         ("初中", 2026, dt.date(2026, 9, 1), 7),
         ("初中", 2023, dt.date(2026, 11, 1), None),  # graduated
@@ -111,6 +116,11 @@ class Klass:
     teachers: tuple[Teacher, ...]
 
 
+@dataclass(frozen=True)
+class TypedKlass(Klass):
+    department_type: int | None = 1
+
+
 TODAY = dt.date(2026, 11, 23)
 
 
@@ -140,9 +150,11 @@ def test_epaas_teachers_and_class_statuses() -> None:
         "courseTeacherList": {"语文": "ep-t1", "数学": "ep-t2", "物理": "ep-t2"},
     }
     assert mapped.class_statuses["ep-class-2"].served()["subject"] == 2
-    assert mapped.class_statuses["ep-class-2"].served()["headTeacher"] is None
+    assert "headTeacher" not in mapped.class_statuses["ep-class-2"].served()
+    assert mapped.class_statuses["ep-class-2"].head_teacher is None
     assert set(mapped.class_statuses) == {"ep-class-1", "ep-class-2"}
     warnings = "\n".join(mapped.warnings)
+    assert "epaas class 2 '高一(3)班': no head teacher (type 3)" in warnings
     assert "epaas class 3 '劳动': the class name has no class number" in warnings
     assert "epaas class 4 '二班'" in warnings and "outside its stage" in warnings
     assert "epaas class 5 '三班'" in warnings and "no enrolment year" in warnings
@@ -214,3 +226,41 @@ def test_account_keys_hold_no_secret() -> None:
     assert (
         key == student_account_key("ABCD1234", "pepper") != student_account_key("ABCD1234", "other")
     )
+
+
+def test_teachers_of_course_classes_are_teachers_but_shape_no_class_status() -> None:
+    head = Teacher("t1", "张三", 3, ("语文",))
+    course_only = Teacher("t3", "王五", 4, ("化学",))
+    mapped = map_epaas(
+        [
+            TypedKlass(1, "一班", "2025级", "初中", (head,), department_type=1),
+            TypedKlass(7, "化学(3)班", "2025级", "初中", (course_only, head), department_type=8),
+            TypedKlass(8, "选修", None, None, (Teacher("t4", "赵六", 3, ()),), department_type=8),
+        ],
+        id_prefix="ep-",
+        today=TODAY,
+    )
+    assert set(mapped.users) == {"ep-t1", "ep-t3", "ep-t4"}
+    assert all(u.roles == ("教师",) for u in mapped.users.values())
+    assert set(mapped.class_statuses) == {"ep-class-1"}
+    status = mapped.class_statuses["ep-class-1"]
+    assert status.head_teacher == "ep-t1" and dict(status.course_teachers) == {"语文": "ep-t1"}
+    assert not any("class 7" in w or "class 8" in w for w in mapped.warnings)
+
+
+def test_a_class_without_department_type_counts_as_administrative() -> None:
+    untyped = Klass(1, "一班", "2025级", "初中", (Teacher("t1", "张三", 3, ()),))
+    unknown = TypedKlass(2, "二班", "2025级", "初中", (), department_type=None)
+    mapped = map_epaas([untyped, unknown], id_prefix="ep-", today=TODAY)
+    assert set(mapped.class_statuses) == {"ep-class-1", "ep-class-2"}
+
+
+def test_the_warning_for_a_nameless_teacher_is_given_once() -> None:
+    nameless = Teacher("t5", " ", 4, ())
+    mapped = map_epaas(
+        [Klass(n, f"{n}班", "2025级", "初中", (nameless,)) for n in (1, 2)],
+        id_prefix="ep-",
+        today=TODAY,
+    )
+    assert mapped.users == {}
+    assert [w for w in mapped.warnings if "t5" in w] == ["epaas teacher t5: empty name; skipped"]

@@ -1,4 +1,4 @@
-"""Source records → canonical records (DESIGN "Mapping"). Pure: data in, data out, no I/O.
+"""Source records → canonical records. Pure: data in, data out, no I/O.
 
 A record that cannot be mapped is skipped with a warning that names it; it never stops the rest.
 """
@@ -9,17 +9,25 @@ import datetime as dt
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
+from enum import IntEnum
 from typing import Literal, Protocol
 
-from syncd.core.model import ROLE_PARENT, ROLE_STUDENT, ROLE_TEACHER, ClassStatus, User
+from syncd.core.model import ADMIN_SOURCE, ClassStatus, Role, User, canonical_roles
+from syncd.exceptions import ConfigError
 
 __all__ = [
     "STAGE_BASE",
+    "AdminLike",
+    "AdminSpec",
     "ClassChartsAccountPoll",
+    "DepartmentType",
     "MappedSource",
     "PupilFacts",
+    "apply_admins",
+    "apply_admins_by_source",
+    "department_type",
     "enrolment_year",
     "grade_for",
     "map_classcharts",
@@ -28,9 +36,18 @@ __all__ = [
     "parse_class_number",
     "school_year_start",
     "student_account_key",
+    "users_of_source",
 ]
 
 HEAD_TEACHER = 3
+
+
+class DepartmentType(IntEnum):
+    """epaas ``department_type`` of a class."""
+
+    ADMINISTRATIVE = 1  # 行政班: has a class status, head teacher and course teachers
+    COURSE = 8  # 课程班/教学班: only its teachers matter
+
 
 # Chengjiyun's grade scale: 1-6 小学, 7-9 初中 (7 = 初一), 10-12 高中 (10 = 高一).
 STAGE_BASE = {"小学": 0, "初中": 6, "高中": 9}
@@ -82,6 +99,8 @@ class EpaasClassLike(Protocol):
 
 
 class RosterLike(Protocol):
+    @property
+    def warnings(self) -> tuple[str, ...]: ...
     def overrides_for(self, pupil_id: int) -> RosterOverrides | None: ...
 
 
@@ -124,7 +143,7 @@ def map_classcharts(
 ) -> MappedSource:
     """Pupils and parent accounts; a pupil seen from several accounts is one user with all owners."""
     users: dict[str, User] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(roster.warnings) if roster is not None else []
 
     def merge(user: User) -> None:
         known = users.get(user.id)
@@ -143,7 +162,7 @@ def map_classcharts(
             pupil_user = User(
                 id=f"{id_prefix}{pupil.id}",
                 name=name,
-                roles=(ROLE_STUDENT,),
+                roles=(Role.STUDENT,),
                 source="classcharts",
                 owners=owners,
             )
@@ -167,7 +186,7 @@ def map_classcharts(
                 User(
                     id=f"{id_prefix}parent-{account.user_id}",
                     name=name,
-                    roles=(ROLE_PARENT,),
+                    roles=(Role.PARENT,),
                     source="classcharts",
                     student_list=tuple(sorted(pupil_ids)),
                     owners=owners,
@@ -260,6 +279,12 @@ def _stage(org_attribute_name: str | None) -> str | None:
     return None
 
 
+def department_type(klass: object) -> int:
+    """A class's epaas type; a class that does not say (older client) counts as administrative."""
+    value = getattr(klass, "department_type", None)
+    return DepartmentType.ADMINISTRATIVE if value is None else int(value)
+
+
 def map_epaas(
     classes: Iterable[EpaasClassLike],
     *,
@@ -267,26 +292,20 @@ def map_epaas(
     today: dt.date,
     class_subjects: Mapping[str, int] | None = None,
 ) -> MappedSource:
-    """Teachers (the union over all classes) and one class status per administrative class."""
+    """Teachers of every class, of any type; one class status per administrative class only.
+
+    Course and teaching classes share teachers with administrative ones, and a teacher who only
+    teaches course classes is a teacher all the same.
+    """
     class_subjects = class_subjects or {}
     users: dict[str, User] = {}
     statuses: dict[str, ClassStatus] = {}
     warnings: list[str] = []
     for klass in classes:
+        _add_teachers(klass, id_prefix=id_prefix, users=users, warnings=warnings)
+        if department_type(klass) != DepartmentType.ADMINISTRATIVE:
+            continue
         label = f"epaas class {klass.id} {klass.class_name!r}"
-        for teacher in klass.teachers:
-            user_id = f"{id_prefix}{teacher.userid}"
-            if user_id not in users:
-                if not teacher.name.strip():
-                    warnings.append(f"epaas teacher {teacher.userid}: empty name; skipped")
-                    continue
-                users[user_id] = User(
-                    id=user_id,
-                    name=teacher.name.strip(),
-                    roles=(ROLE_TEACHER,),
-                    source="epaas",
-                    owners=frozenset({"epaas"}),
-                )
         status, problem = _class_status(
             klass, id_prefix=id_prefix, today=today, subject=class_subjects.get(str(klass.id), 0)
         )
@@ -297,6 +316,27 @@ def map_epaas(
             warnings.append(f"{label}: {problem}")
         statuses[status.key] = status
     return MappedSource(users=users, class_statuses=statuses, warnings=tuple(warnings))
+
+
+def _add_teachers(
+    klass: EpaasClassLike, *, id_prefix: str, users: dict[str, User], warnings: list[str]
+) -> None:
+    for teacher in klass.teachers:
+        user_id = f"{id_prefix}{teacher.userid}"
+        if user_id in users:
+            continue
+        if not teacher.name.strip():
+            warning = f"epaas teacher {teacher.userid}: empty name; skipped"
+            if warning not in warnings:
+                warnings.append(warning)
+            continue
+        users[user_id] = User(
+            id=user_id,
+            name=teacher.name.strip(),
+            roles=(Role.TEACHER,),
+            source="epaas",
+            owners=frozenset({"epaas"}),
+        )
 
 
 def _class_status(
@@ -319,6 +359,8 @@ def _class_status(
         return None, "the class name has no class number"
     problems: list[str] = []
     heads = sorted(t.userid for t in klass.teachers if t.type == HEAD_TEACHER)
+    if not heads:
+        problems.append("no head teacher (type 3); served without headTeacher")
     if len(heads) > 1:
         problems.append(f"several head teachers {heads}; using {heads[0]}")
     courses: dict[str, str] = {}
@@ -343,3 +385,96 @@ def _class_status(
         ),
     )
     return status, "; ".join(problems)
+
+
+# --- administrators --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    """One ``[[admins]]`` entry: a synced user's id, or a new user's id and name."""
+
+    id: str
+    name: str | None = None
+
+
+class AdminLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+
+
+def apply_admins(
+    users: Mapping[str, User],
+    admins: Sequence[AdminLike],
+    *,
+    known_ids: Set[str] = frozenset(),
+) -> tuple[dict[str, User], list[str]]:
+    """Give 管理员 to the synced users the config names; the others become users of their own.
+
+    ``users`` are the users polled this cycle (every source together, so an admin is matched
+    wherever it lives). ``known_ids`` are ids a source owns but did not report this cycle (it
+    failed or was not polled): such an admin is neither created nor an error, so a failed poll
+    never turns a teacher into a config user. A standalone admin has source ``config``.
+    Raises ``ConfigError`` for an unmatched entry without a name, or an id listed twice.
+    """
+    result = dict(users)
+    warnings: list[str] = []
+    seen: dict[str, int] = {}
+    for index, admin in enumerate(admins):
+        key = f"admins[{index}]"
+        admin_id = admin.id.strip()
+        if admin_id in seen:
+            raise ConfigError(
+                f"{key}.id", f"{admin_id!r} is already listed as admins[{seen[admin_id]}]"
+            )
+        seen[admin_id] = index
+        name = (admin.name or "").strip()
+        known = result.get(admin_id)
+        if known is not None:
+            result[admin_id] = replace(known, roles=canonical_roles((*known.roles, Role.ADMIN)))
+            if name and name != known.name:
+                warnings.append(
+                    f"{key}: {admin_id} is synced as {known.name!r}; the name {name!r} is not used"
+                )
+        elif admin_id in known_ids:
+            continue
+        elif name:
+            result[admin_id] = User(
+                id=admin_id,
+                name=name,
+                roles=(Role.ADMIN,),
+                source=ADMIN_SOURCE,
+                owners=frozenset({ADMIN_SOURCE}),
+            )
+        else:
+            raise ConfigError(
+                f"{key}.id",
+                f"{admin_id!r} is not a synced user; give it a name to create it as an admin",
+            )
+    return result, warnings
+
+
+def users_of_source(users: Mapping[str, User], source: str) -> dict[str, User]:
+    """The users one source owns (after ``apply_admins``), which is what that source diffs."""
+    return {user_id: user for user_id, user in users.items() if user.source == source}
+
+
+def apply_admins_by_source(
+    polled: Mapping[str, Mapping[str, User]],
+    admins: Sequence[AdminLike],
+    *,
+    known_ids: Set[str] = frozenset(),
+) -> tuple[dict[str, dict[str, User]], list[str]]:
+    """``apply_admins`` over the sources polled this cycle, split back into what each diffs.
+
+    ``polled`` maps a source name to its users; the result has the same sources plus
+    ``config`` (the standalone admins, always present so removing one from the config deletes
+    it). ``known_ids``: ids acknowledged for the real sources (not ``config``'s own).
+    """
+    merged = {user_id: user for users in polled.values() for user_id, user in users.items()}
+    result, warnings = apply_admins(merged, admins, known_ids=known_ids)
+    by_source = {source: users_of_source(result, source) for source in polled}
+    by_source[ADMIN_SOURCE] = users_of_source(result, ADMIN_SOURCE)
+    return by_source, warnings

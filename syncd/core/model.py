@@ -1,4 +1,4 @@
-"""Canonical records, in Chengjiyun's own shapes (seed 003), shared by mapping, diff, store and server.
+"""Canonical records, in Chengjiyun's own shapes, shared by mapping, diff, store and server.
 
 They are frozen and hashable so that diffing two snapshots is plain set and dict work.
 """
@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "ADMIN_SOURCE",
     "PUSHED_USER_FIELDS",
     "ROLE_ADMIN",
     "ROLE_PARENT",
@@ -19,18 +22,45 @@ __all__ = [
     "ROLES",
     "SOURCES",
     "ClassStatus",
+    "Role",
     "User",
+    "canonical_roles",
 ]
 
-ROLE_STUDENT = "学生"
-ROLE_TEACHER = "教师"
-ROLE_ADMIN = "管理员"
-ROLE_PARENT = "家长"
-ROLES = (ROLE_STUDENT, ROLE_TEACHER, ROLE_ADMIN, ROLE_PARENT)
+
+class Role(StrEnum):
+    """Chengjiyun's four roles, declared in the order a ``roleList`` lists them."""
+
+    ADMIN = "管理员"
+    TEACHER = "教师"
+    PARENT = "家长"
+    STUDENT = "学生"
+
+
+ROLE_ADMIN = Role.ADMIN
+ROLE_TEACHER = Role.TEACHER
+ROLE_PARENT = Role.PARENT
+ROLE_STUDENT = Role.STUDENT
+ROLES: tuple[Role, ...] = tuple(Role)
+
+_ROLE_ORDER = {role.value: index for index, role in enumerate(Role)}
+
+
+def canonical_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    """Roles without repeats, ordered 管理员, 教师, 家长, 学生, so equal sets compare equal.
+
+    A role Chengjiyun does not know (only from old stored data) sorts last rather than vanishing.
+    """
+    unique = {str(role) for role in roles}
+    return tuple(sorted(unique, key=lambda role: (_ROLE_ORDER.get(role, len(_ROLE_ORDER)), role)))
+
 
 SOURCES = ("classcharts", "epaas")
 
-# The user fields addUser/updateUser accept (seed 003), in Chengjiyun's spelling.
+# Owner of users that exist only because the config's [[admins]] names them.
+ADMIN_SOURCE = "config"
+
+# The user fields addUser/updateUser accept, in Chengjiyun's spelling.
 PUSHED_USER_FIELDS = ("id", "name", "roleList", "schoolId", "gender", "grade", "class")
 
 
@@ -54,9 +84,19 @@ class User:
     student_list: tuple[str, ...] = ()
     owners: frozenset[str] = field(default=frozenset(), compare=False)
 
+    def __post_init__(self) -> None:
+        # Canonical roles make a reordered roleList equal, so it is never sent as a change.
+        roles = canonical_roles(self.roles)
+        if roles != self.roles:
+            object.__setattr__(self, "roles", roles)
+
     def pushed(self) -> dict[str, Any]:
         """The addUser object: only the fields that are known."""
-        data: dict[str, Any] = {"id": self.id, "name": self.name, "roleList": list(self.roles)}
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "roleList": list(self.roles),
+        }
         if self.school_id is not None:
             data["schoolId"] = self.school_id
         if self.gender is not None:
@@ -86,7 +126,7 @@ class User:
         return cls(
             id=data["id"],
             name=data["name"],
-            roles=tuple(data["roleList"]),
+            roles=canonical_roles(data["roleList"]),
             source=data["source"],
             school_id=data.get("schoolId"),
             gender=data.get("gender"),
@@ -99,7 +139,11 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class ClassStatus:
-    """One administrative class as queryClassStatus serves it. ``key`` identifies the source class."""
+    """One administrative class as queryClassStatus serves it. ``key`` identifies the source class.
+
+    Without a head teacher the ``headTeacher`` key is left out: Chengjiyun reads ``null`` as a
+    teacher id.
+    """
 
     key: str
     year: int
@@ -110,14 +154,12 @@ class ClassStatus:
     course_teachers: tuple[tuple[str, str], ...] = ()  # (subject name, teacher id), sorted
 
     def served(self) -> dict[str, Any]:
-        return {
-            "year": self.year,
-            "grade": self.grade,
-            "class": self.class_no,
-            "headTeacher": self.head_teacher,
-            "subject": self.subject,
-            "courseTeacherList": dict(self.course_teachers),
-        }
+        data: dict[str, Any] = {"year": self.year, "grade": self.grade, "class": self.class_no}
+        if self.head_teacher is not None:
+            data["headTeacher"] = self.head_teacher
+        data["subject"] = self.subject
+        data["courseTeacherList"] = dict(self.course_teachers)
+        return data
 
     def content_hash(self) -> str:
         return _digest(self.served())
