@@ -11,9 +11,9 @@ import pytest
 
 from syncd.config import SafetyConfig
 from syncd.core.diff import SourceDiff, diff_source
-from syncd.core.model import User
 from syncd.core.health import HealthRecord, observe
 from syncd.core.kinds import SourceOutcome
+from syncd.core.model import User
 from syncd.store import SCHEMA_VERSION, Store, StoreError
 
 
