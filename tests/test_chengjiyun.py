@@ -112,6 +112,12 @@ def test_account_refusals_name_the_likely_cause(code: int, hint: str) -> None:
         assert "check" in (classify(status, b"").hint or "")
 
 
+def test_unreadable_answers_say_why() -> None:
+    assert "nested too deep" in classify(200, b"[" * 100_000 + b"]" * 100_000).message
+    assert "not JSON" in classify(200, b"<html>oops").message
+    assert "not Chengjiyun JSON" in classify(200, b"[1, 2]").message
+
+
 def test_40001_depends_on_the_endpoint() -> None:
     body = '{"code": 40001, "msg": "用户账号不存在"}'.encode()
     assert classify(200, body, endpoint="updateUser").outcome is PushOutcome.NOT_FOUND

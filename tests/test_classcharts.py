@@ -236,6 +236,11 @@ async def test_rate_limited_login_is_transient_not_wrong_credentials(
         with pytest.raises(UpstreamError) as down:
             await student.login()
         assert down.value.transient and not isinstance(down.value, AuthError)
+    fake.faults.add("status", path="/parent/login", value=403)
+    async with parent(fake) as refused:
+        with pytest.raises(AuthError, match=r"parent login was refused \(HTTP 403\)") as caught:
+            await refused.login()
+        assert not caught.value.transient
 
 
 async def test_pupils_omitted_by_pupils_but_listed_by_ping_is_an_error(

@@ -129,9 +129,12 @@ def classify(
         return PushResult(PushOutcome.PERMANENT, None, failure.reason, http_status)
     try:
         data = parse_json(SERVICE, endpoint or "push", body)
+    except PayloadError as err:  # not JSON, or nested too deep: say which
+        return PushResult(PushOutcome.PERMANENT, None, err.reason, http_status)
+    try:
         code = int(data["code"])
         msg = str(data.get("msg", ""))
-    except (PayloadError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         snippet = body[:80].decode("utf-8", "replace")
         return PushResult(
             PushOutcome.PERMANENT, None, f"answer is not Chengjiyun JSON: {snippet!r}", http_status

@@ -176,18 +176,30 @@ class ClassChartsClient(SessionClient):
         await self._ping()
 
     async def _post_login(self) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """The login form through the shared policy: a 429 or 5xx is "try later", not "wrong"."""
+        """The login form through the shared policy: a 429 or 5xx is "try later", not "wrong".
+
+        Any other HTTP error is a refusal of the login itself, so it is an AuthError.
+        """
         assert self._session is not None
-        return await request_json(
-            self._session,
-            SERVICE,
-            "login",
-            "POST",
-            f"{self._base_url}/{self.kind}/login",
-            max_response_bytes=self._max_response_bytes,
-            data=self._login_form(),
-            expect_json=False,
-        )
+        try:
+            return await request_json(
+                self._session,
+                SERVICE,
+                "login",
+                "POST",
+                f"{self._base_url}/{self.kind}/login",
+                max_response_bytes=self._max_response_bytes,
+                data=self._login_form(),
+                expect_json=False,
+            )
+        except PayloadError:
+            raise
+        except UpstreamError as err:
+            if err.transient:
+                raise
+            raise AuthError(
+                SERVICE, "login", f"{self.kind} login was refused ({err.reason})"
+            ) from err
 
     async def _ping(self) -> None:
         data, meta = await self._request_once("ping", "POST", "ping", data={"include_data": "true"})

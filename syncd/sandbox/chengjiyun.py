@@ -124,8 +124,8 @@ class FakeChengjiyun(FakeServer):
     async def _json_array(self, request: web.Request) -> list[Any]:
         try:
             body = json.loads(await request.read())
-        except ValueError:
-            raise _Reject(30003, "参数格式错误: body is not JSON") from None
+        except ValueError as err:
+            raise _Reject(30003, "参数格式错误: body is not JSON") from err
         if not isinstance(body, list):
             raise _Reject(30003, "参数格式错误: body must be a JSON array")
         return body
