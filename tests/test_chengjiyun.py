@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import io
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,7 +70,15 @@ async def test_each_push_changes_the_fake(fake: FakeChengjiyun) -> None:
         (200, b'{"code": 10005, "msg": "net"}', None, PushOutcome.TRANSIENT, 10005),
         (200, b'{"code": 10001, "msg": "unknown"}', None, PushOutcome.PERMANENT, 10001),
         (200, b'{"code": 20002, "msg": "bad"}', None, PushOutcome.PERMANENT, 20002),
-        (200, b'{"code": 30006, "msg": "sign"}', None, PushOutcome.PERMANENT, 30006),
+        (200, b'{"code": 10003, "msg": "no answer"}', None, PushOutcome.TRANSIENT, 10003),
+        (200, b'{"code": 10004, "msg": "timeout"}', None, PushOutcome.TRANSIENT, 10004),
+        (200, b'{"code": 30006, "msg": "sign"}', None, PushOutcome.ACCOUNT_REFUSED, 30006),
+        (200, b'{"code": 30005, "msg": "org"}', None, PushOutcome.ACCOUNT_REFUSED, 30005),
+        (200, b'{"code": 10006, "msg": "ip"}', None, PushOutcome.ACCOUNT_REFUSED, 10006),
+        (200, b'{"code": 30002, "msg": "parse"}', None, PushOutcome.PERMANENT, 30002),
+        (401, b"", None, PushOutcome.ACCOUNT_REFUSED, None),
+        (403, b"", None, PushOutcome.ACCOUNT_REFUSED, None),
+        (200, b"[" * 100_000 + b"]" * 100_000, None, PushOutcome.PERMANENT, None),
         (200, b'{"code": 40001, "msg": "no user"}', None, PushOutcome.PERMANENT, 40001),
         (200, b"<html>oops", None, PushOutcome.PERMANENT, None),
         (200, b'{"msg": "no code"}', None, PushOutcome.PERMANENT, None),
@@ -84,6 +94,49 @@ def test_classification(
     assert (result.outcome, result.code) == (outcome, code)
     if retry_after:
         assert result.retry_after_s == 7.0
+    assert (result.hint is not None) is (outcome is PushOutcome.ACCOUNT_REFUSED)
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [
+        (30006, "check [chengjiyun] key and the server clock"),
+        (30005, "check [chengjiyun] org_id / platform"),
+        (10006, "check the server's IP is allowed"),
+    ],
+)
+def test_account_refusals_name_the_likely_cause(code: int, hint: str) -> None:
+    result = classify(200, f'{{"code": {code}, "msg": "x"}}'.encode())
+    assert result.outcome is PushOutcome.ACCOUNT_REFUSED and result.hint == hint
+    for status in (401, 403):
+        assert "check" in (classify(status, b"").hint or "")
+
+
+def test_unreadable_answers_say_why() -> None:
+    assert "nested too deep" in classify(200, b"[" * 100_000 + b"]" * 100_000).message
+    assert "not JSON" in classify(200, b"<html>oops").message
+    assert "not Chengjiyun JSON" in classify(200, b"[1, 2]").message
+
+
+def test_40001_depends_on_the_endpoint() -> None:
+    body = '{"code": 40001, "msg": "用户账号不存在"}'.encode()
+    assert classify(200, body, endpoint="updateUser").outcome is PushOutcome.NOT_FOUND
+    assert classify(200, body, endpoint="deleteUser").outcome is PushOutcome.OK
+    assert classify(200, body, endpoint="addUser").outcome is PushOutcome.PERMANENT
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert classify(429, b"", date, now_s=now).retry_after_s == 30.0
+    assert classify(503, b"", "12", now_s=now).retry_after_s == 12.0
+    assert (
+        classify(429, b"", email.utils.formatdate(now - 5, usegmt=True), now_s=now).retry_after_s
+        == 0.0
+    )
+    assert classify(429, b"", "soon").retry_after_s is None
+    busy = classify(200, b'{"code": 10002, "msg": "busy"}', "3")
+    assert busy.outcome is PushOutcome.TRANSIENT and busy.retry_after_s == 3.0
 
 
 async def test_failures_against_the_fake(fake: FakeChengjiyun) -> None:
@@ -113,7 +166,63 @@ async def test_failures_against_the_fake(fake: FakeChengjiyun) -> None:
             and "cc-1" in rejected.message
         )
         missing = await client.update_users([{"id": "nobody", "name": "x"}])
-        assert missing.outcome is PushOutcome.PERMANENT
+        assert missing.outcome is PushOutcome.NOT_FOUND and missing.code == 40001
+
+
+async def test_an_account_wide_refusal_applies_nothing(fake: FakeChengjiyun) -> None:
+    fake.faults.add("code", value=30006, times=None)
+    async with client_for(fake) as client:
+        for result in (
+            await client.add_users([STUDENT]),
+            await client.update_users([{"id": "cc-1", "class": 3}]),
+            await client.delete_users(["cc-1"]),
+            await client.notify_class_status(),
+        ):
+            assert result.outcome is PushOutcome.ACCOUNT_REFUSED and result.code == 30006
+            assert result.hint == "check [chengjiyun] key and the server clock"
+    assert fake.users == {} and fake.class_status_notifies == 0
+
+
+async def test_an_answer_lost_after_the_push_was_applied(fake: FakeChengjiyun) -> None:
+    fake.faults.add("apply_then_delay", path="/addUser", value=1.0)
+    async with client_for(fake, timeout_s=0.3) as client:
+        lost = await client.add_users([STUDENT])
+        assert lost.outcome is PushOutcome.TRANSIENT and "no answer within 0.3 s" in lost.message
+        assert fake.users == {"cc-1": STUDENT}, "the fake applied it all the same"
+        assert (await client.add_users([STUDENT])).ok, "re-sending an add is an upsert"
+    assert fake.users == {"cc-1": STUDENT} and fake.add_count["cc-1"] == 2
+
+
+async def test_rate_limit_with_retry_after(fake: FakeChengjiyun) -> None:
+    async with client_for(fake) as client:
+        fake.faults.add("rate_limited", value="17")
+        limited = await client.add_users([STUDENT])
+        assert limited.outcome is PushOutcome.TRANSIENT and limited.retry_after_s == 17.0
+        fake.faults.add("rate_limited", value=email.utils.formatdate(time.time() + 60, usegmt=True))
+        dated = await client.add_users([STUDENT])
+        assert dated.retry_after_s is not None and 50 < dated.retry_after_s <= 60
+    assert fake.users == {}
+
+
+async def test_drift_update_of_a_dropped_user_and_delete_of_an_unknown_one(
+    fake: FakeChengjiyun,
+) -> None:
+    async with client_for(fake) as client:
+        assert (await client.add_users([STUDENT])).ok
+        fake.drop_user("cc-1")
+        assert fake.users == {}
+        gone = await client.update_users([{"id": "cc-1", "class": 2}])
+        assert gone.outcome is PushOutcome.NOT_FOUND
+        assert (await client.delete_users(["cc-1", "never-there"])).ok
+        assert (await client.add_users([STUDENT])).ok
+    assert fake.users == {"cc-1": STUDENT}
+
+
+async def test_an_oversized_answer_is_refused(fake: FakeChengjiyun) -> None:
+    async with client_for(fake, max_response_bytes=4096) as client:
+        fake.faults.add("huge", value=10 * 1024 * 1024)
+        result = await client.notify_class_status()
+    assert result.outcome is PushOutcome.PERMANENT and "4096 bytes" in result.message
 
 
 async def test_connection_refused_is_transient() -> None:

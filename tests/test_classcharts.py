@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.clients.classcharts import ParentClient, Pupil, StudentClient, _validate
+from syncd.clients.classcharts import (
+    ClassChartsPool,
+    ParentClient,
+    Pupil,
+    StudentClient,
+    _validate,
+)
 from syncd.exceptions import AuthError, PayloadError, UpstreamError
 from syncd.log import configure_logging
 from syncd.sandbox.classcharts import FakeClassCharts
@@ -177,7 +183,15 @@ async def test_transport_failures(fake: FakeClassCharts) -> None:
 @pytest.mark.parametrize(
     ("call", "kwargs", "message"),
     [
-        ("get_activity", {"from_": "01/11/2026"}, "from must be a date written YYYY-MM-DD"),
+        (
+            "get_activity",
+            {"from_": "01/11/2026", "to": "2026-11-30"},
+            "from must be a date written YYYY-MM-DD",
+        ),
+        ("get_lessons", {"date": "2024-3-1"}, r"date must be a date written YYYY-MM-DD \(zero"),
+        ("get_behaviour", {"from_": "2024-03-1"}, "from must be a date written YYYY-MM-DD"),
+        ("get_homeworks", {"to": "2024-3-01"}, "to must be a date written YYYY-MM-DD"),
+        ("get_attendance", {"from_": " 2024-03-01", "to": "2024-03-02"}, "from must be"),
         ("get_lessons", {"date": "2026-13-01"}, "date must be a date written YYYY-MM-DD"),
         ("get_attendance", {"from_": "2026-11-01", "to": "tomorrow"}, "to must be"),
         ("get_homeworks", {"display_date": "whenever"}, "display_date must be"),
@@ -197,6 +211,97 @@ async def test_dates_are_checked_before_any_request(
 def test_login_dob_is_checked() -> None:
     with pytest.raises(ValueError, match="DD/MM/YYYY"):
         StudentClient(CODE, "2011-09-01")
+    with pytest.raises(ValueError, match=r"DD/MM/YYYY \(zero-padded\)"):
+        StudentClient(CODE, "1/9/2011")
+
+
+def test_get_activity_needs_both_dates() -> None:
+    client = ParentClient("mary@example.org", PASSWORD)
+    with pytest.raises(TypeError):
+        client.get_activity(from_="2026-11-01")  # type: ignore[call-arg]
+
+
+async def test_rate_limited_login_is_transient_not_wrong_credentials(
+    fake: FakeClassCharts,
+) -> None:
+    fake.faults.add("status", path="/parent/login", value=429)
+    async with parent(fake) as client:
+        with pytest.raises(UpstreamError) as caught:
+            await client.login()
+        assert not isinstance(caught.value, AuthError)
+        assert caught.value.transient and "429" in str(caught.value)
+        await client.login()  # the next attempt, no longer limited, works
+    fake.faults.add("status", path="/student/login", value=503)
+    async with StudentClient(CODE, DOB, base_url=fake.base_url) as student:
+        with pytest.raises(UpstreamError) as down:
+            await student.login()
+        assert down.value.transient and not isinstance(down.value, AuthError)
+    fake.faults.add("status", path="/parent/login", value=403)
+    async with parent(fake) as refused:
+        with pytest.raises(AuthError, match=r"parent login was refused \(HTTP 403\)") as caught:
+            await refused.login()
+        assert not caught.value.transient
+
+
+async def test_pupils_omitted_by_pupils_but_listed_by_ping_is_an_error(
+    fake: FakeClassCharts,
+) -> None:
+    async with parent(fake) as client:
+        await client.login()
+        fake.faults.add("pupils_empty", path="/pupils")
+        with pytest.raises(
+            PayloadError, match=r"ping lists 2 pupils but /pupils omits 2"
+        ) as caught:
+            await client.get_pupils()
+        assert "ids 1, 2" in str(caught.value)
+        assert [p.id for p in await client.get_pupils()] == [1, 2]
+
+
+async def test_an_oversized_or_too_deep_answer_is_refused(fake: FakeClassCharts) -> None:
+    async with parent(fake, max_response_bytes=1024 * 1024) as client:
+        await client.login()
+        fake.faults.add("huge", path="/pupils", value=20 * 1024 * 1024)
+        with pytest.raises(PayloadError, match=r"limit of 1048576 bytes \(1 MiB"):
+            await client.get_pupils()
+        fake.faults.add("deep", path="/pupils", value=100_000)
+        with pytest.raises(PayloadError, match="nested too deep") as deep:
+            await client.get_pupils()
+        assert isinstance(deep.value.__cause__, RecursionError)
+        assert len(await client.get_pupils()) == 2
+
+
+async def test_one_pool_many_accounts_own_cookies_shared_connections(
+    fake: FakeClassCharts,
+) -> None:
+    fake.add_pupil(3, "Cat", "Ray")
+    fake.add_parent(11, "John Ray", "john@example.org", "john-secret-pw", [3])
+    async with ClassChartsPool(base_url=fake.base_url, connections=2) as pool:
+        async with (
+            pool.parent("mary@example.org", PASSWORD) as mary,
+            pool.parent("john@example.org", "john-secret-pw") as john,
+        ):
+            await mary.login()
+            await john.login()
+            for _ in range(3):
+                assert [p.id for p in await mary.get_pupils()] == [1, 2]
+                assert [p.id for p in await john.get_pupils()] == [3]
+            assert mary._session is not None and john._session is not None
+            assert mary._session.cookie_jar is not john._session.cookie_jar
+            assert mary._session.connector is john._session.connector is pool.connector
+        assert not pool.connector.closed, "closing a client leaves the shared pool open"
+    assert fake.logins == 2, "no account lost its session to the other's cookies"
+    calls = fake.requests_to("/apiv2parent/pupils")
+    sessions = {r.cookies["cc-session"] for r in calls}
+    assert len(sessions) == 2
+    by_session: dict[str, set[str]] = {}
+    for request in fake.requests:
+        if "cc-session" in request.cookies and "parent_session_credentials" in request.cookies:
+            by_session.setdefault(request.cookies["cc-session"], set()).add(
+                request.cookies["parent_session_credentials"]
+            )
+    assert all(len(credentials) == 1 for credentials in by_session.values())
+    ports = {r.peer_port for r in fake.requests}
+    assert len(ports) <= 2 < len(fake.requests), "connections are reused across accounts"
 
 
 async def test_secrets_never_reach_errors_or_logs(fake: FakeClassCharts) -> None:

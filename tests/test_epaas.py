@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -176,11 +177,89 @@ async def test_fetch_school_joins_grade_information(fake: FakeEpaas) -> None:
         school = await fetch_school(client)
     assert school.complete and not school.warnings
     assert [
-        (c.id, c.grade_name, c.org_attribute_name, [t.userid for t in c.teachers])
+        (
+            c.id,
+            c.department_type,
+            c.grade_name,
+            c.org_attribute_name,
+            [t.userid for t in c.teachers],
+        )
         for c in school.classes
-    ] == [(1, "2025级", "初中", ["t1", "t2"]), (2, "2026级", "高中", ["t2"])]
+    ] == [
+        (1, 1, "2025级", "初中", ["t1", "t2"]),
+        (2, 1, "2026级", "高中", ["t2"]),
+        (3, 8, "2025级", "初中", ["t1"]),
+    ]
     asked = [r.query["teacher_userid"] for r in fake.requests_to("/teacher/class/list")]
     assert len(asked) == len(set(asked))
+
+
+async def test_a_course_class_only_teacher_is_seen(fake: FakeEpaas) -> None:
+    fake.add_teacher("t3", "王五")
+    fake.add_class(4, "信息技术", "2025级", "初中", department_type=8)
+    fake.assign(4, "t3", 4, ["信息"])
+    async with client_for(fake) as client:
+        school = await fetch_school(client)
+    course = {c.id: c for c in school.classes}[4]
+    assert course.department_type == 8 and [t.userid for t in course.teachers] == ["t3"]
+    assert course.grade_name == "2025级"
+    types = sorted({r.query["department_type"] for r in fake.requests if r.path == "/class/list"})
+    assert types == ["1", "8"]
+
+
+async def test_repeated_ids_across_pages_make_the_school_incomplete(fake: FakeEpaas) -> None:
+    for n in range(100, 137):
+        fake.add_class(n, f"{n}班", "2025级", "初中")
+    fake.faults.add("repeat_last_page", path="/class/list")
+    async with client_for(fake, page_size=10) as client:
+        school = await fetch_school(client)
+    assert not school.complete
+    assert (
+        "epaas class/list: repeated 10 class ids across pages (total 39, distinct 30)"
+        in school.warnings
+    )
+    ids = [c.id for c in school.classes]
+    assert len(ids) == len(set(ids)), "a repeated class is kept once"
+
+
+async def test_a_streamed_200_mb_answer_is_refused_while_reading(fake: FakeEpaas) -> None:
+    cap = 8 * 1024 * 1024
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with client_for(fake, max_response_bytes=cap) as client:
+        await client.list_classes(1)
+        fake.faults.add("huge", path="/class/list", value=200 * 1000 * 1000)
+        with pytest.raises(PayloadError, match=r"larger than the limit of 8388608 bytes \(8 MiB"):
+            await client.list_classes(1)
+        grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kib) / 1024
+        assert grown_mib < 64, f"peak memory grew by {grown_mib:.0f} MiB"
+        fake.faults.add("huge_declared", path="/class/list", value=200 * 1000 * 1000)
+        with pytest.raises(PayloadError, match="8388608 bytes"):
+            await client.list_classes(1)
+        assert [c.id for c in await client.list_classes(1)] == [1, 2], "the client still works"
+
+
+async def test_the_default_cap_is_64_mib(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        fake.faults.add("huge_declared", path="/class/list", value=64 * 1024 * 1024 + 1)
+        with pytest.raises(PayloadError, match=r"67108864 bytes \(64 MiB"):
+            await client.list_classes(1)
+
+
+async def test_deep_and_wrongly_typed_answers(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        fake.faults.add("deep", path="/class/list", value=100_000)
+        with pytest.raises(PayloadError, match="answer is nested too deep"):
+            await client.list_classes(1)
+        fake.faults.add("deep", path="/class/teacher/list", value=3)
+        with pytest.raises(PayloadError, match="answer has no errcode"):
+            await client.list_class_teachers(1)
+
+
+async def test_errmsg_fault_echoes_its_string(fake: FakeEpaas) -> None:
+    async with client_for(fake) as client:
+        fake.faults.add("errmsg", path="/class/list", value="token sandbox-permanent leaked")
+        with pytest.raises(UpstreamError, match="errcode 60011: token sandbox-permanent leaked"):
+            await client.list_classes(1)
 
 
 def test_grade_name_as_a_list_is_accepted() -> None:

@@ -1,4 +1,4 @@
-"""ClassCharts client (seed 000: the unofficial classcharts-api library's protocol, in Python).
+"""ClassCharts client: the unofficial classcharts-api library's protocol, in Python.
 
 Login is a form POST answered by a 302 that sets the session cookies; every API call then sends
 those cookies back plus ``Authorization: Basic <session_id>``. Redirects are never followed on
@@ -12,21 +12,30 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import unquote
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from syncd.clients.transport import SessionClient, UpstreamRecord, make_session, request_json
+from syncd.clients.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    SessionClient,
+    UpstreamRecord,
+    describe_validation_error,
+    make_session,
+    request_json,
+)
 from syncd.exceptions import AuthError, PayloadError, UpstreamError
 from syncd.log import get_logger, register_secret
 
 __all__ = [
     "SESSION_RENEW_S",
     "ClassChartsClient",
+    "ClassChartsPool",
     "ParentClient",
     "ParentUser",
     "Pupil",
@@ -66,23 +75,31 @@ class StudentUser(UpstreamRecord):
     school_name: str | None = None
 
 
+_DATE_SHAPES = {
+    "%Y-%m-%d": (re.compile(r"\d{4}-\d{2}-\d{2}"), "YYYY-MM-DD"),
+    "%d/%m/%Y": (re.compile(r"\d{2}/\d{2}/\d{4}"), "DD/MM/YYYY"),
+}
+
+
 def _check_date(option: str, value: str | None, fmt: str = "%Y-%m-%d") -> None:
+    """Refuse anything but the exact zero-padded form: ClassCharts misreads ``2024-3-1``."""
     if value is None:
         return
+    shape, shown = _DATE_SHAPES[fmt]
+    problem = f"{option} must be a date written {shown} (zero-padded), got {value!r}"
+    if not isinstance(value, str) or not shape.fullmatch(value):
+        raise ValueError(problem)
     try:
         dt.datetime.strptime(value, fmt)
-    except (TypeError, ValueError):
-        shown = "YYYY-MM-DD" if fmt == "%Y-%m-%d" else "DD/MM/YYYY"
-        raise ValueError(f"{option} must be a date written {shown}, got {value!r}") from None
+    except ValueError as err:
+        raise ValueError(problem) from err
 
 
 def _validate(call: str, model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "data"
-        raise PayloadError(SERVICE, call, f"{where}: {first['msg']}") from None
+        raise PayloadError(SERVICE, call, describe_validation_error(err)) from err
 
 
 class ClassChartsClient(SessionClient):
@@ -91,10 +108,20 @@ class ClassChartsClient(SessionClient):
     kind: ClassVar[Literal["parent", "student"]]
     user_model: ClassVar[type[BaseModel]]
 
-    def __init__(self, *, base_url: str, timeout_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        timeout_s: float,
+        clock: Callable[[], float],
+        connector: aiohttp.BaseConnector | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self._base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._clock = clock
+        self._connector = connector
+        self._max_response_bytes = max_response_bytes
         self._session_id: str | None = None
         self._session_at = 0.0
         self._lock = asyncio.Lock()
@@ -115,18 +142,21 @@ class ClassChartsClient(SessionClient):
                 try:
                     await self._login()
                     return
-                except _SessionRefused:
+                except _SessionRefused as err:
                     if attempt == 2:
                         raise AuthError(
                             SERVICE, "login", "logged in, but ClassCharts refused the new session"
-                        ) from None
+                        ) from err
 
     async def _login(self) -> None:
         if self._session is not None:
             await self._session.close()
-        # Cookies are per account; unsafe=True keeps those set by an IP-address host (tests).
+        # Cookies are per account (a fresh jar per login, even over a shared connector);
+        # unsafe=True keeps those set by an IP-address host (tests).
         self._session = make_session(
-            timeout_s=self._timeout_s, cookie_jar=aiohttp.CookieJar(unsafe=True)
+            timeout_s=self._timeout_s,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=self._connector,
         )
         status, _, response = await self._post_login()
         cookie = response.cookies.get(f"{self.kind}_session_credentials")
@@ -134,10 +164,10 @@ class ClassChartsClient(SessionClient):
             raise AuthError(SERVICE, "login", f"{self.kind} login was refused (wrong credentials?)")
         try:
             session_id = json.loads(unquote(cookie.value))["session_id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as err:
             raise PayloadError(
                 SERVICE, "login", "session cookie does not hold a session_id"
-            ) from None
+            ) from err
         if not isinstance(session_id, str) or not session_id:
             raise PayloadError(SERVICE, "login", "session cookie holds an empty session_id")
         register_secret(session_id)
@@ -146,24 +176,30 @@ class ClassChartsClient(SessionClient):
         await self._ping()
 
     async def _post_login(self) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """The login form through the shared policy: a 429 or 5xx is "try later", not "wrong".
+
+        Any other HTTP error is a refusal of the login itself, so it is an AuthError.
+        """
         assert self._session is not None
-        url = f"{self._base_url}/{self.kind}/login"
         try:
-            async with self._session.post(
-                url, data=self._login_form(), allow_redirects=False
-            ) as response:
-                await response.read()
-        except TimeoutError:
-            raise UpstreamError(
-                SERVICE, "login", "no answer in time (timeout)", transient=True
-            ) from None
-        except aiohttp.ClientError as err:
-            raise UpstreamError(
-                SERVICE, "login", f"connection failed ({type(err).__name__})", transient=True
-            ) from None
-        if response.status >= 500:
-            raise UpstreamError(SERVICE, "login", f"HTTP {response.status}", transient=True)
-        return response.status, None, response
+            return await request_json(
+                self._session,
+                SERVICE,
+                "login",
+                "POST",
+                f"{self._base_url}/{self.kind}/login",
+                max_response_bytes=self._max_response_bytes,
+                data=self._login_form(),
+                expect_json=False,
+            )
+        except PayloadError:
+            raise
+        except UpstreamError as err:
+            if err.transient:
+                raise
+            raise AuthError(
+                SERVICE, "login", f"{self.kind} login was refused ({err.reason})"
+            ) from err
 
     async def _ping(self) -> None:
         data, meta = await self._request_once("ping", "POST", "ping", data={"include_data": "true"})
@@ -193,6 +229,7 @@ class ClassChartsClient(SessionClient):
             call,
             method,
             f"{self._api}/{path}",
+            max_response_bytes=self._max_response_bytes,
             headers={"Authorization": f"Basic {self._session_id}"},
             **kwargs,
         )
@@ -220,14 +257,14 @@ class ClassChartsClient(SessionClient):
                     elif self._clock() - self._session_at >= SESSION_RENEW_S:
                         await self._ping()
                 return await self._request_once(call, method, path, **kwargs)
-            except _SessionRefused:
+            except _SessionRefused as err:
                 if attempt == 2:
                     raise AuthError(
                         SERVICE,
                         call,
                         "session refused again right after a fresh login "
                         "(ClassCharts redirected the call or said the session expired)",
-                    ) from None
+                    ) from err
                 log.info(
                     "classcharts session not accepted; logging in again", kind=self.kind, call=call
                 )
@@ -240,13 +277,13 @@ class ClassChartsClient(SessionClient):
             )
         return self.pupil_id
 
-    async def _data(self, call: str, path: str, params: dict[str, str] | None = None) -> Any:
+    async def _data(self, call: str, path: str, params: dict[str, str | None] | None = None) -> Any:
         data, _ = await self._call(
             call, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None}
         )
         return data
 
-    # --- shared methods (seed 000) -------------------------------------------------------------
+    # --- shared methods (parent and student) ---------------------------------------------------------
 
     async def get_student_info(self) -> Any:
         data, _ = await self._call("getStudentInfo", "POST", "ping", data={"include_data": "true"})
@@ -254,9 +291,8 @@ class ClassChartsClient(SessionClient):
             raise PayloadError(SERVICE, "getStudentInfo", "answer has no data.user")
         return data["user"]
 
-    async def get_activity(
-        self, *, from_: str | None = None, to: str | None = None, last_id: int | None = None
-    ) -> list[Any]:
+    async def get_activity(self, *, from_: str, to: str, last_id: int | None = None) -> list[Any]:
+        """One page of the activity feed; both dates are required, as the API's table lists."""
         _check_date("from", from_)
         _check_date("to", to)
         params = {"from": from_, "to": to, "last_id": str(last_id) if last_id is not None else None}
@@ -350,8 +386,16 @@ class ParentClient(ClassChartsClient):
         base_url: str = "https://www.classcharts.com",
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        connector: aiohttp.BaseConnector | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
+        super().__init__(
+            base_url=base_url,
+            timeout_s=timeout_s,
+            clock=clock,
+            connector=connector,
+            max_response_bytes=max_response_bytes,
+        )
         register_secret(password)
         self._email = email
         self._password = password
@@ -370,10 +414,26 @@ class ParentClient(ClassChartsClient):
         return pupils[0].id if pupils else None
 
     async def get_pupils(self) -> list[Pupil]:
+        """The linked pupils, refused if they contradict the pupils the ping listed.
+
+        A ``/pupils`` that omits a pupil the account's own ping lists is an inconsistent
+        answer, not a departure: the caller must treat the account as failed (so none of its
+        pupils is deleted) rather than trust the shorter list.
+        """
         data, _ = await self._call("getPupils", "GET", "pupils")
         if not isinstance(data, list):
             raise PayloadError(SERVICE, "getPupils", "data is not a list")
-        return [_validate("getPupils", Pupil, item) for item in data]
+        pupils = [_validate("getPupils", Pupil, item) for item in data]
+        listed = {pupil.id for pupil in getattr(self.user, "pupils", [])}
+        omitted = sorted(listed - {pupil.id for pupil in pupils})
+        if omitted:
+            raise PayloadError(
+                SERVICE,
+                "getPupils",
+                f"inconsistent answer: ping lists {len(listed)} pupils but /pupils omits "
+                f"{len(omitted)} of them (ids {', '.join(map(str, omitted))})",
+            )
+        return pupils
 
     def select_pupil(self, pupil_id: int) -> None:
         known = {pupil.id for pupil in getattr(self.user, "pupils", [])}
@@ -404,8 +464,16 @@ class StudentClient(ClassChartsClient):
         base_url: str = "https://www.classcharts.com",
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        connector: aiohttp.BaseConnector | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        super().__init__(base_url=base_url, timeout_s=timeout_s, clock=clock)
+        super().__init__(
+            base_url=base_url,
+            timeout_s=timeout_s,
+            clock=clock,
+            connector=connector,
+            max_response_bytes=max_response_bytes,
+        )
         _check_date("date of birth", dob, "%d/%m/%Y")
         register_secret(code)
         register_secret(dob)
@@ -439,3 +507,68 @@ class StudentClient(ClassChartsClient):
             "getStudentCode", "POST", "getcode", data={"date": date_of_birth}
         )
         return data
+
+
+class ClassChartsPool:
+    """One connection pool for many ClassCharts accounts, each with its own cookie jar.
+
+    Polling dozens of parent accounts one TCP (and TLS) connection each is slow and looks like a
+    flood to ClassCharts; the clients made here share one connector. Cookies are not shared:
+    every client logs in with its own jar, so one account's session never rides along with
+    another's requests.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str = "https://www.classcharts.com",
+        timeout_s: float = 30.0,
+        connections: int = 8,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._base_url = base_url
+        self._timeout_s = timeout_s
+        self._connections = connections
+        self._max_response_bytes = max_response_bytes
+        self._clock = clock
+        self._connector: aiohttp.TCPConnector | None = None
+
+    @property
+    def connector(self) -> aiohttp.TCPConnector:
+        if self._connector is None:
+            raise RuntimeError("use the pool inside 'async with ClassChartsPool(...)'")
+        return self._connector
+
+    async def __aenter__(self) -> Self:
+        self._connector = aiohttp.TCPConnector(
+            limit=self._connections, limit_per_host=self._connections
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._connector is not None:
+            await self._connector.close()
+            self._connector = None
+
+    def parent(self, email: str, password: str) -> ParentClient:
+        return ParentClient(
+            email,
+            password,
+            base_url=self._base_url,
+            timeout_s=self._timeout_s,
+            clock=self._clock,
+            connector=self.connector,
+            max_response_bytes=self._max_response_bytes,
+        )
+
+    def student(self, code: str, dob: str) -> StudentClient:
+        return StudentClient(
+            code,
+            dob,
+            base_url=self._base_url,
+            timeout_s=self._timeout_s,
+            clock=self._clock,
+            connector=self.connector,
+            max_response_bytes=self._max_response_bytes,
+        )

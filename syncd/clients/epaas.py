@@ -1,6 +1,6 @@
-"""epaas education open platform client (seed 002): classes, teachers, who teaches what.
+"""epaas education open platform client: classes, teachers, who teaches what.
 
-Token flow (DESIGN): suite_access_token → corp access_token, cached until shortly before
+Token flow: suite_access_token → corp access_token, cached until shortly before
 ``expires_in``; an invalid/expired-token errcode refreshes once and retries once.
 """
 
@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from syncd.clients.transport import SessionClient, UpstreamRecord, request_json
+from syncd.clients.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    SessionClient,
+    UpstreamRecord,
+    describe_validation_error,
+    request_json,
+)
 from syncd.exceptions import PayloadError, UpstreamError
 from syncd.log import get_logger, register_secret
 
@@ -35,7 +41,10 @@ __all__ = [
 SERVICE = "epaas"
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})  # invalid credential / token, token expired
 TOKEN_MARGIN_S = 300.0  # refresh this long before the token expires
-ADMINISTRATIVE_CLASS = 1
+ADMINISTRATIVE_CLASS = 1  # 行政班
+COURSE_CLASS = 8  # 课程班 (also where 教学班 teaching groups appear in class/list)
+# class/list takes one type at a time and does not say a class's type, so ask per type.
+CLASS_LIST_TYPES = (ADMINISTRATIVE_CLASS, COURSE_CLASS)
 
 log = get_logger(__name__)
 
@@ -129,6 +138,7 @@ class EpaasClass:
     grade_name: str | None
     org_attribute_name: str | None
     teachers: tuple[ClassTeacher, ...]
+    department_type: int = ADMINISTRATIVE_CLASS
 
 
 @dataclass(frozen=True)
@@ -149,14 +159,13 @@ def _parse_list(
         try:
             parsed.append(model.model_validate(item))
         except ValidationError as err:
-            first = err.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
             ident = (
                 item.get("id", item.get("userid", f"#{index}"))
                 if isinstance(item, dict)
                 else f"#{index}"
             )
-            warnings.append(f"epaas {call}: record {ident} skipped: {where}: {first['msg']}")
+            problem = describe_validation_error(err, where="record")
+            warnings.append(f"epaas {call}: record {ident} skipped: {problem}")
     return parsed
 
 
@@ -173,8 +182,10 @@ class EpaasClient(SessionClient):
         page_size: int = 100,
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._max_response_bytes = max_response_bytes
         self._suite = {
             "suite_id": suite_id,
             "suite_secret": suite_secret,
@@ -206,6 +217,7 @@ class EpaasClient(SessionClient):
             call,
             method,
             f"{self._base_url}/{path}",
+            max_response_bytes=self._max_response_bytes,
             params=params,
             json=body,
         )
@@ -278,7 +290,7 @@ class EpaasClient(SessionClient):
             return data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # --- the seven calls of seed 002 -----------------------------------------------------------
+    # --- the seven calls -----------------------------------------------------------
 
     async def get_user_classes(self, student_userid: str, teacher_userid: str) -> list[UserClass]:
         data = await self._call(
@@ -290,9 +302,16 @@ class EpaasClient(SessionClient):
         return _parse_list("user/class/get", data.get("departments", []), UserClass, self.warnings)
 
     async def list_classes(self, department_type: int = 0) -> list[ClassInfo]:
-        """Every class of the type, paging with page_index from 1 until ``total`` is reached."""
-        classes: list[ClassInfo] = []
+        """Every class of the type, paging with page_index from 1 until ``total`` is reached.
+
+        A "successful" paging can still be wrong: a page that repeats ids of an earlier one, or
+        fewer distinct classes than ``total``. Either adds a warning (so the school counts as
+        incomplete and nothing is deleted from it); repeated classes are kept once.
+        """
+        classes: dict[int, ClassInfo] = {}
         seen = 0
+        repeated = 0
+        total = 0
         page = 1
         while True:
             data = await self._call(
@@ -306,20 +325,34 @@ class EpaasClient(SessionClient):
                 },
             )
             items = data.get("departments", [])
-            total = data.get("total")
-            if not isinstance(total, int):
+            answer_total = data.get("total")
+            if not isinstance(answer_total, int) or isinstance(answer_total, bool):
                 raise PayloadError(SERVICE, "class/list", "answer has no integer total")
+            total = answer_total
             seen += len(items) if isinstance(items, list) else 0
-            classes.extend(_parse_list("class/list", items, ClassInfo, self.warnings))
-            if seen >= total:
-                return classes
-            if not items:
-                # The pages ran out before `total`: say so rather than loop forever.
-                self.warnings.append(
-                    f"epaas class/list: total says {total} but the pages ended after {seen}"
-                )
-                return classes
+            for klass in _parse_list("class/list", items, ClassInfo, self.warnings):
+                if klass.id in classes:
+                    repeated += 1
+                else:
+                    classes[klass.id] = klass
+            if seen >= total or not items:
+                break
             page += 1
+        if repeated:
+            self.warnings.append(
+                f"epaas class/list: repeated {repeated} class ids across pages "
+                f"(total {total}, distinct {len(classes)})"
+            )
+        elif seen < total:
+            self.warnings.append(
+                f"epaas class/list: total says {total} but the pages ended after {seen}"
+            )
+        elif len(classes) < total:
+            self.warnings.append(
+                f"epaas class/list: fewer distinct classes than total "
+                f"(total {total}, distinct {len(classes)})"
+            )
+        return list(classes.values())
 
     async def list_teacher_classes(
         self,
@@ -406,13 +439,22 @@ class EpaasClient(SessionClient):
 
 
 async def fetch_school(client: EpaasClient) -> EpaasSchool:
-    """Every administrative class with its teachers and its grade/stage.
+    """Every class of every type (行政班 and 课程班) with its teachers and its grade/stage.
 
-    class/list has no grade information, so it comes from teacher/class/list (with
-    department_info) of some teacher of each class; each teacher is asked at most once.
+    Course classes are fetched too, so a teacher who teaches only course classes is seen; each
+    class keeps its ``department_type`` for the mapping to tell them apart. class/list has no
+    grade information, so it comes from teacher/class/list (with department_info, all types) of
+    some teacher of each class; each teacher is asked at most once.
     """
     client.warnings.clear()
-    classes = await client.list_classes(ADMINISTRATIVE_CLASS)
+    typed: list[tuple[int, ClassInfo]] = []
+    known: set[int] = set()
+    for department_type in CLASS_LIST_TYPES:
+        for klass in await client.list_classes(department_type):
+            if klass.id not in known:  # a class listed under two types is kept under the first
+                known.add(klass.id)
+                typed.append((department_type, klass))
+    classes = [klass for _, klass in typed]
     teacher_lists = await asyncio.gather(*(client.list_class_teachers(c.id) for c in classes))
     info: dict[int, TeacherClass] = {}
     asked: set[str] = set()
@@ -423,12 +465,10 @@ async def fetch_school(client: EpaasClient) -> EpaasSchool:
             if teacher.userid in asked:
                 continue
             asked.add(teacher.userid)
-            for entry in await client.list_teacher_classes(
-                teacher.userid, department_type=ADMINISTRATIVE_CLASS
-            ):
+            for entry in await client.list_teacher_classes(teacher.userid, department_type=0):
                 info.setdefault(entry.id, entry)
     result = []
-    for klass, teachers in zip(classes, teacher_lists, strict=True):
+    for (department_type, klass), teachers in zip(typed, teacher_lists, strict=True):
         details = info.get(klass.id)
         result.append(
             EpaasClass(
@@ -439,6 +479,7 @@ async def fetch_school(client: EpaasClient) -> EpaasSchool:
                 teachers=tuple(
                     ClassTeacher(t.userid, t.name, t.type, tuple(t.subject)) for t in teachers
                 ),
+                department_type=department_type,
             )
         )
     warnings = tuple(client.warnings)

@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -19,10 +20,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Fault:
     """One injected misbehaviour, applied to requests whose path ends with ``path`` (or all).
 
-    kind: ``"status"`` answers HTTP ``value`` (e.g. 503); ``"delay"`` sleeps ``value`` seconds
-    before handling; ``"malformed"`` answers 200 with a body that is not JSON; anything else is
-    for the fake itself to interpret through :meth:`Faults.take` (busy codes, expired tokens...).
-    ``times`` is how many requests it hits (``None``: until cleared).
+    Kinds every fake understands (applied before the fake's own handler runs):
+
+    * ``"delay"``: sleep ``value`` seconds, then handle the request normally;
+    * ``"status"``: answer HTTP ``value`` (e.g. 503; a 429 carries ``Retry-After: 1``), e.g.
+      ``path="/parent/login", value=429`` for a rate-limited ClassCharts login;
+    * ``"rate_limited"``: answer 429 with ``Retry-After: value`` (seconds or an HTTP-date);
+    * ``"malformed"``: answer 200 with a body that is not JSON;
+    * ``"huge"``: stream a valid JSON answer of ``value`` bytes in 1 MiB pieces, without a
+      Content-Length (so only a reader counting as it goes can stop it), never holding it in
+      memory; ``"huge_declared"``: the same, announcing its Content-Length first;
+    * ``"deep"``: answer JSON nested ``value`` levels deep (``[[[...]]]``).
+
+    Anything else is for the fake itself to interpret through :meth:`Faults.take` (busy codes,
+    expired tokens...). ``times`` is how many requests it hits (``None``: until cleared).
     """
 
     kind: str
@@ -32,6 +43,12 @@ class Fault:
 
     def matches(self, path: str) -> bool:
         return self.path is None or path.endswith(self.path)
+
+    def number(self, default: float) -> float:
+        """``value`` as a number (``default`` when unset)."""
+        if isinstance(self.value, int | float | str) and self.value != "":
+            return float(self.value)
+        return default
 
 
 @dataclass
@@ -72,6 +89,33 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     body: bytes
+    peer_port: int | None = None  # the client's port: tells reused connections apart
+    cookies: dict[str, str] = field(default_factory=dict)
+
+
+HUGE_PIECE_BYTES = 1024 * 1024
+
+
+async def _stream_huge(request: web.Request, size: int, *, declare: bool) -> web.StreamResponse:
+    """A JSON answer of ``size`` bytes written piece by piece; one piece is ever in memory."""
+    head, tail = b'{"errcode": 0, "errmsg": "', b'"}'
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    if declare:
+        response.content_length = size
+    await response.prepare(request)
+    piece = b"x" * HUGE_PIECE_BYTES
+    remaining = max(0, size - len(head) - len(tail))
+    try:
+        await response.write(head)
+        while remaining > 0:
+            chunk = piece if remaining >= len(piece) else piece[:remaining]
+            await response.write(chunk)
+            remaining -= len(chunk)
+        await response.write(tail)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client hung up part-way, which is what a bounded reader does
+    return response
 
 
 class FakeServer(abc.ABC):
@@ -94,19 +138,42 @@ class FakeServer(abc.ABC):
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
-            RecordedRequest(request.method, request.path, dict(request.query), body)
+            RecordedRequest(
+                request.method,
+                request.path,
+                dict(request.query),
+                body,
+                peer_port=int(peer[1]) if peer else None,
+                cookies=dict(request.cookies),
+            )
         )
         delay = self.faults.take(request.path, ("delay",))
         if delay is not None:
-            await asyncio.sleep(float(delay.value or 0))
+            await asyncio.sleep(delay.number(0.0))
         status = self.faults.take(request.path, ("status",))
         if status is not None:
-            code = int(status.value or 503)
+            code = int(status.number(503))
             headers = {"Retry-After": "1"} if code == 429 else None
             return web.Response(status=code, text=f"injected HTTP {code}", headers=headers)
+        limited = self.faults.take(request.path, ("rate_limited",))
+        if limited is not None:
+            return web.Response(
+                status=429, text="injected HTTP 429", headers={"Retry-After": str(limited.value)}
+            )
         if self.faults.take(request.path, ("malformed",)) is not None:
             return web.Response(status=200, text="<html>not json", content_type="application/json")
+        huge = self.faults.take(request.path, ("huge", "huge_declared"))
+        if huge is not None:
+            size = int(huge.number(200 * 1024 * 1024))
+            return await _stream_huge(request, size, declare=huge.kind == "huge_declared")
+        deep = self.faults.take(request.path, ("deep",))
+        if deep is not None:
+            depth = int(deep.number(100_000))
+            return web.Response(
+                status=200, text="[" * depth + "]" * depth, content_type="application/json"
+            )
         return await handler(request)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -115,8 +182,9 @@ class FakeServer(abc.ABC):
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sockets = site._server.sockets if site._server else ()  # noqa: SLF001 - aiohttp has no public getter
-        bound_port = sockets[0].getsockname()[1]
+        # aiohttp has no public getter for the bound port.
+        sockets: Any = getattr(site._server, "sockets", None) or ()  # noqa: SLF001
+        bound_port = int(sockets[0].getsockname()[1])
         self.base_url = f"http://{host}:{bound_port}"
         return self.base_url
 

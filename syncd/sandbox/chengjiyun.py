@@ -1,12 +1,27 @@
-"""A fake Chengjiyun vendor API, from seed 003: signed pushes applied to an in-memory user table.
+"""A fake Chengjiyun vendor API: signed pushes applied to an in-memory user table.
 
-Sign check: every query parameter except ``sign`` may be signed, but the seed says the pushes
-sign "only orgId and timestamp" (只对orgId和timestamp签名), so addUser's ``platform`` is checked
-for equality and left out of the signature. The SSO portal signs all its parameters (7200 s).
+Sign check: every query parameter except ``sign`` may be signed, but the pushes sign "only
+orgId and timestamp" (只对orgId和timestamp签名), so addUser's ``platform`` is checked for
+equality and left out of the signature. The SSO portal signs all its parameters (7200 s).
+
+``users`` is the exact state: which users the fake holds, with their fields, after every
+accepted push. ``drop_user`` removes one behind syncd's back (drift at Chengjiyun). An
+``updateUser`` naming a user the fake does not hold is refused whole with 40001 (用户账号不存在);
+a ``deleteUser`` of an unknown id is accepted (the API documents no code for it).
+
+Faults (``fake.faults.add(kind, path=..., value=...)``), besides those every fake has
+(delay, status, rate_limited, malformed, huge, huge_declared, deep; see ``Fault``):
+
+* ``"busy"``: answer code 10002 (服务器忙) without applying the push;
+* ``"code"``: answer code ``value`` (e.g. 30006) without applying the push; with
+  ``times=None`` every push gets it (an account-wide refusal);
+* ``"apply_then_delay"``: apply the push, then wait ``value`` seconds before answering, so a
+  client with a shorter timeout never learns that it succeeded (an answer lost in doubt).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
@@ -75,6 +90,10 @@ class FakeChengjiyun(FakeServer):
         app.router.add_get("/portal/{platform}", self._portal)
         app.router.add_get("/mobile-portal/{platform}", self._portal)
 
+    def drop_user(self, user_id: str) -> None:
+        """Remove a user directly, as someone editing Chengjiyun by hand would (drift)."""
+        self.users.pop(user_id, None)
+
     def accepted(self, endpoint: str) -> list[Push]:
         return [push for push in self.pushes if push.endpoint == endpoint and push.code == 0]
 
@@ -97,13 +116,16 @@ class FakeChengjiyun(FakeServer):
     def _injected(self, request: web.Request) -> _Reject | None:
         if self.faults.take(request.path, ("busy",)) is not None or self.faults.roll_transient():
             return _Reject(10002, "服务器忙")
+        coded = self.faults.take(request.path, ("code",))
+        if coded is not None:
+            return _Reject(int(coded.number(10001)), "injected code")
         return None
 
     async def _json_array(self, request: web.Request) -> list[Any]:
         try:
             body = json.loads(await request.read())
-        except ValueError:
-            raise _Reject(30003, "参数格式错误: body is not JSON") from None
+        except ValueError as err:
+            raise _Reject(30003, "参数格式错误: body is not JSON") from err
         if not isinstance(body, list):
             raise _Reject(30003, "参数格式错误: body must be a JSON array")
         return body
@@ -128,15 +150,18 @@ class FakeChengjiyun(FakeServer):
             self.pushes.append(Push(endpoint, body, reject.code, self.clock()))
             return _answer(reject.code, reject.msg)
         self.pushes.append(Push(endpoint, body, 0, self.clock()))
+        late = self.faults.take(request.path, ("apply_then_delay",))
+        if late is not None:
+            await asyncio.sleep(late.number(1.0))
         return _answer(0, "success")
 
     # --- the four pushes ----------------------------------------------------------------------
 
     @staticmethod
     def _validate_user(user: Any, *, partial: bool) -> str:
-        if not isinstance(user, dict) or not isinstance(user.get("id"), str) or not user["id"]:
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(user_id, str) or not user_id:
             raise _Reject(20002, f"数据无效: user without an id: {user!r}")
-        user_id = user["id"]
         if not partial:
             if not isinstance(user.get("name"), str):
                 raise _Reject(20002, f"数据无效: {user_id}: name missing")

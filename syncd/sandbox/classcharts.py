@@ -1,16 +1,26 @@
-"""A fake ClassCharts, from seed 000 and DESIGN's protocol facts (the public client's protocol).
+"""A fake ClassCharts speaking the public classcharts-api client's protocol.
 
 Login answers a 302 with ``{kind}_session_credentials`` (URL-encoded JSON holding the session id)
 and a ``cc-session`` cookie. An API call must carry both the ``Authorization: Basic`` session id
 and the login cookies: without the cookies it is redirected into the TES single-sign-on loop, as
 the real parent API does since April 2026; with an unknown or expired session it answers
 ``success: 0, expired: 1``. Ping rotates the session id.
+
+Faults (``fake.faults.add(kind, path=..., value=...)``), besides those every fake has
+(delay, status, rate_limited, malformed, huge, huge_declared, deep; see ``Fault``):
+
+* ``"tes_redirect"``: the API call is redirected into the TES single-sign-on loop, as if the
+  login cookies were missing;
+* ``"pupils_empty"`` (on ``/pupils``): ``/pupils`` answers ``[]`` while the account's ping
+  still lists its pupils, an inconsistent "successful" answer;
+* a rate-limited login is the shared ``"status"`` fault: ``path="/parent/login", value=429``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +30,8 @@ from aiohttp import web
 from syncd.sandbox.base import FakeServer
 
 __all__ = ["FakeClassCharts", "FakeParent", "FakePupil"]
+
+_ApiHandler = Callable[[web.Request, str, "_Session"], Awaitable[web.Response]]
 
 TES_VERIFY = "https://session.tes.com/v1/verify"
 ACTIVITY_PAGE = 10
@@ -224,7 +236,9 @@ class FakeClassCharts(FakeServer):
             return self._login_page()
         raise self._start_session("student", code)
 
-    def _api(self, kind: str, handler: Any) -> Any:
+    def _api(
+        self, kind: str, handler: _ApiHandler
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             session_id = request.headers.get("Authorization", "").removeprefix("Basic ").strip()
             session = self._sessions.get(session_id)
@@ -285,6 +299,8 @@ class FakeClassCharts(FakeServer):
     async def _pupils(
         self, request: web.Request, session_id: str, session: _Session
     ) -> web.Response:
+        if self.faults.take(request.path, ("pupils_empty",)) is not None:
+            return self._envelope([])
         return self._envelope([p.record() for p in self._visible_pupils(session)])
 
     async def _password(
@@ -299,7 +315,7 @@ class FakeClassCharts(FakeServer):
         parent.password = str(form["new"])
         return self._envelope([])
 
-    def _pupil_data(self, name: str) -> Any:
+    def _pupil_data(self, name: str) -> _ApiHandler:
         async def handler(request: web.Request, session_id: str, session: _Session) -> web.Response:
             try:
                 pupil_id = int(request.match_info["pupil"])
@@ -326,7 +342,7 @@ class FakeClassCharts(FakeServer):
             for n in range(25, 0, -1)
         ]
         if last_id:
-            points = [p for p in points if p["id"] < int(last_id)]
+            points = [p for p in points if int(p["id"]) < int(last_id)]
         return self._envelope(points[:ACTIVITY_PAGE], step_size=ACTIVITY_PAGE)
 
     async def _purchase(

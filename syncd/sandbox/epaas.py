@@ -1,10 +1,21 @@
-"""A fake epaas open platform, from seed 002 (and the token flow DESIGN describes)."""
+"""A fake epaas open platform: the token flow and the class/teacher calls, in memory.
+
+Faults (``fake.faults.add(kind, path=..., value=...)``), besides those every fake has
+(delay, status, rate_limited, malformed, huge, huge_declared, deep; see ``Fault``):
+
+* ``"errcode"``: answer errcode ``value`` (default 60011) with errmsg "injected error";
+* ``"errmsg"``: answer errcode 60011 with errmsg ``value`` verbatim (the upstream echoing a
+  string, e.g. a secret, back in its message: for redaction tests);
+* ``"repeat_last_page"`` (on ``/class/list``): the last page of a listing answers the same
+  classes as the page before it, a "successful" answer whose ids repeat across pages and whose
+  distinct count falls short of ``total``.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +24,8 @@ from aiohttp import web
 from syncd.sandbox.base import FakeServer
 
 __all__ = ["FakeClass", "FakeEpaas"]
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 STAGE_ATTRIBUTE = {"小学": 1, "初中": 5, "高中": 3}
 
@@ -136,16 +149,18 @@ class FakeEpaas(FakeServer):
         self._tokens[token] = self.clock() + self.token_ttl_s
         return _ok(access_token=token, expires_in=self.token_ttl_s)
 
-    def _guarded(self, handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.Response:
             token = request.query.get("access_token")
             if token not in self._tokens:
                 return _error(40014, "invalid access_token")
             if self._tokens[token] <= self.clock():
                 return _error(42001, "access_token expired")
-            fault = self.faults.take(request.path, ("errcode",))
+            fault = self.faults.take(request.path, ("errcode", "errmsg"))
+            if fault is not None and fault.kind == "errmsg":
+                return _error(60011, str(fault.value))
             if fault is not None:
-                return _error(int(fault.value or 60011), "injected error")
+                return _error(int(fault.number(60011)), "injected error")
             try:
                 return await handler(request)
             except (KeyError, ValueError) as err:
@@ -195,7 +210,11 @@ class FakeEpaas(FakeServer):
             for k in sorted(self.classes.values(), key=lambda k: k.id)
             if self._type_matches(k, request.query["department_type"])
         ]
-        chunk = matching[(page - 1) * size : page * size]
+        last_page = max(1, -(-len(matching) // size))
+        shown = page
+        if page == last_page > 1 and self.faults.take(request.path, ("repeat_last_page",)):
+            shown = page - 1
+        chunk = matching[(shown - 1) * size : shown * size]
         departments = [
             {"id": k.id, "class_name": k.class_name, "parentid": k.parentid, "level": 4}
             for k in chunk
