@@ -204,7 +204,7 @@ async def test_a_course_class_only_teacher_is_seen(fake: FakeEpaas) -> None:
     assert course.department_type == 8 and [t.userid for t in course.teachers] == ["t3"]
     assert course.grade_name == "2025级"
     types = sorted({r.query["department_type"] for r in fake.requests if r.path == "/class/list"})
-    assert types == ["1", "8"]
+    assert types == ["1", "10", "8"]
 
 
 async def test_repeated_ids_across_pages_make_the_school_incomplete(fake: FakeEpaas) -> None:

@@ -44,10 +44,16 @@ async def _status(config: Config) -> dict[str, Any]:
             "queue": await store.outbox.depth(),
             "dead_letters": await store.outbox.dead_letters(),
             "held_deletions": await store.snapshot.held_deletions(),
+            "held_class_statuses": await store.snapshot.held_class_statuses(),
             "users": await store.snapshot.user_counts(),
         }
     failing = any(s["state"] != SourceState.OK for s in status["sources"].values())
-    status["healthy"] = not (failing or status["dead_letters"] or status["held_deletions"])
+    status["healthy"] = not (
+        failing
+        or status["dead_letters"]
+        or status["held_deletions"]
+        or status["held_class_statuses"]
+    )
     return status
 
 
@@ -62,40 +68,28 @@ async def status_command(config: Config, args: argparse.Namespace, out: TextIO) 
     return ExitCode.OK if status["healthy"] else ExitCode.FAILED
 
 
-def _confirm(out: TextIO, question: str) -> bool:
-    out.write(f"{question} [y/N] ")
-    out.flush()
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
 async def approve_deletes_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    """Mark held deletions approved; the next cycle of their source deletes them."""
+    """Mark held deletions (and a held class-status change) approved; the next cycle of their
+    source sends them."""
     wanted = list(getattr(args, "ids", []) or [])
     async with await Store.open(config.store.path, backup=config.store.backup) as store:
         held = {item["id"]: item for item in await store.snapshot.held_deletions()}
+        statuses = await store.snapshot.held_class_statuses()
         unknown = [user_id for user_id in wanted if user_id not in held]
         if unknown:
             out.write(f"not held, nothing approved: {', '.join(unknown)} (see `syncd status`)\n")
             return ExitCode.FAILED
-        if not held:
+        if not held and not statuses:
             out.write("no deletions are held\n")
             return ExitCode.OK
-        ids = wanted or list(held)
         if not wanted:
-            out.write(f"{len(ids)} held deletion(s) would be released:\n")
-            for item in held.values():
-                out.write(
-                    f"  {item['id']:<20} {item['name']} ({item['source']}): {item['reason']}\n"
-                )
-            if not getattr(args, "yes", False):
-                if not sys.stdin.isatty():
-                    out.write(
-                        "nothing approved: no terminal to ask on; name the ids, or pass --yes\n"
-                    )
-                    return ExitCode.FAILED
-                if not _confirm(out, "release all of them?"):
-                    out.write("nothing approved\n")
-                    return ExitCode.FAILED
+            _list_held(out, held.values(), statuses)
+            if not getattr(args, "yes", False) and not _confirmed(out):
+                return ExitCode.FAILED
+            if statuses:
+                await store.snapshot.approve_class_statuses()
+                out.write("approved: the class-status change — sent on the next epaas cycle\n")
+        ids = wanted or list(held)
         await store.snapshot.approve(ids)
     for user_id in ids:
         out.write(
@@ -103,6 +97,31 @@ async def approve_deletes_command(config: Config, args: argparse.Namespace, out:
             f"{held[user_id]['source']}\n"
         )
     return ExitCode.OK
+
+
+def _list_held(out: TextIO, held: Any, statuses: dict[str, Any] | None) -> None:
+    held = list(held)
+    out.write(f"{len(held)} held deletion(s) would be released:\n")
+    for item in held:
+        out.write(f"  {item['id']:<20} {item['name']} ({item['source']}): {item['reason']}\n")
+    if statuses:
+        out.write(
+            f"and the class-status change removing {len(statuses['keys'])} class status(es): "
+            f"{statuses['reason']}\n"
+        )
+
+
+def _confirmed(out: TextIO) -> bool:
+    """Ask on the terminal; without one, refuse (scripts pass --yes or name the ids)."""
+    if not sys.stdin.isatty():
+        out.write("nothing approved: no terminal to ask on; name the ids, or pass --yes\n")
+        return False
+    out.write("release all of them? [y/N] ")
+    out.flush()
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    out.write("nothing approved\n")
+    return False
 
 
 async def retry_dead_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:

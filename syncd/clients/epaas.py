@@ -42,9 +42,10 @@ SERVICE = "epaas"
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})  # invalid credential / token, token expired
 TOKEN_MARGIN_S = 300.0  # refresh this long before the token expires
 ADMINISTRATIVE_CLASS = 1  # 行政班
-COURSE_CLASS = 8  # 课程班 (also where 教学班 teaching groups appear in class/list)
+COURSE_CLASS = 8  # 课程班
+TEACHING_GROUP = 10  # 教学班
 # class/list takes one type at a time and does not say a class's type, so ask per type.
-CLASS_LIST_TYPES = (ADMINISTRATIVE_CLASS, COURSE_CLASS)
+CLASS_LIST_TYPES = (ADMINISTRATIVE_CLASS, COURSE_CLASS, TEACHING_GROUP)
 
 log = get_logger(__name__)
 

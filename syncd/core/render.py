@@ -254,4 +254,12 @@ def render_status(status: Mapping[str, Any]) -> str:
     if approved[True]:
         lines.append(f"  {approved[True]} approved: deleted on the next cycle of their source")
     lines += _grouped((item for item in held if not item["approved"]), "reason", "id")
+    statuses = status.get("held_class_statuses")
+    if statuses:
+        state = "approved: sent on the next epaas cycle" if statuses["approved"] else "held"
+        lines += [
+            "",
+            f"class statuses: a change removing {len(statuses['keys'])} of them is {state} — "
+            f"{statuses['reason']}",
+        ]
     return "".join(line + "\n" for line in lines)

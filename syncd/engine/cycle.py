@@ -17,6 +17,8 @@ from pathlib import Path
 from syncd.config import Config
 from syncd.core.diff import diff_source
 from syncd.core.kinds import SourceName, SourceOutcome
+from syncd.core.mapping import MappedSource, apply_admins_by_source
+from syncd.core.model import ADMIN_SOURCE
 from syncd.core.report import CycleReport, SourceReport
 from syncd.cron import interval_s
 from syncd.engine.health import SourceHealth, StateChange
@@ -86,16 +88,21 @@ async def run_cycle(
     store, today = school.store, today or dt.date.today()
     cycle_id = await store.journal.begin_cycle(command) if write else 0
     started = time.monotonic()
-    polls = await asyncio.gather(
+    polled = await asyncio.gather(
         *(poll_source(school.config, source, today, quiet=daemon) for source in sources)
     )
     duration_s = time.monotonic() - started
+    polls = await _with_admins(school, dict(zip(sources, polled, strict=True)))
+    wanted = {s: set(p.mapped.users) if p.mapped else set() for s, p in polls.items()}
     reports: dict[str, SourceReport] = {}
-    for source, poll in zip(sources, polls, strict=True):
-        report = await _diff_one(school, source, poll, write=write, daemon=daemon, full=full)
+    for source, poll in polls.items():
+        elsewhere = set().union(*(ids for other, ids in wanted.items() if other != source))
+        report = await _diff_one(
+            school, source, poll, elsewhere, write=write, daemon=daemon, full=full
+        )
         reports[source] = report = replace(report, duration_s=duration_s)
         CYCLES.labels(source=source, outcome=report.outcome).inc()
-        if write:
+        if write and source in school.health:
             error = "; ".join(poll.errors) or None
             await school.health[source].observe(
                 report.outcome, error, time.time(), quiet=not daemon
@@ -115,8 +122,36 @@ async def run_cycle(
     return cycle
 
 
+async def _with_admins(school: School, polls: dict[str, Poll]) -> dict[str, Poll]:
+    """``[[admins]]`` applied: synced users named there get 管理员; the others become users of
+    the pseudo-source ``config`` (present while any admin exists or was ever sent)."""
+    admins = school.config.admins
+    snapshot = school.store.snapshot
+    if not admins and not await snapshot.acknowledged(ADMIN_SOURCE):
+        return polls
+    polled = {s: p.mapped.users for s, p in polls.items() if p.mapped is not None}
+    by_source, warnings = apply_admins_by_source(
+        polled, admins, known_ids=await snapshot.acknowledged_ids(excluding_source=ADMIN_SOURCE)
+    )
+    result = {
+        source: replace(poll, mapped=replace(poll.mapped, users=by_source[source]))
+        if poll.mapped is not None
+        else poll
+        for source, poll in polls.items()
+    }
+    result[ADMIN_SOURCE] = Poll(MappedSource(by_source[ADMIN_SOURCE], {}, tuple(warnings)))
+    return result
+
+
 async def _diff_one(
-    school: School, source: str, poll: Poll, *, write: bool, daemon: bool, full: bool
+    school: School,
+    source: str,
+    poll: Poll,
+    claimed_elsewhere: set[str],
+    *,
+    write: bool,
+    daemon: bool,
+    full: bool,
 ) -> SourceReport:
     if poll.mapped is None:
         return SourceReport(source, SourceOutcome.FAILED, errors=poll.errors)
@@ -125,6 +160,8 @@ async def _diff_one(
             log.warning("record skipped or adjusted", source=source, detail=warning)
     store = school.store
     acknowledged = await store.snapshot.acknowledged(source)
+    is_epaas = source == SourceName.EPAAS
+    held_statuses = await store.snapshot.held_class_statuses() if is_epaas else None
     diff = diff_source(
         source=source,
         desired=poll.mapped.users,
@@ -133,8 +170,10 @@ async def _diff_one(
         failed_owners=poll.failed_owners,
         approved_ids=await store.snapshot.approved_ids(source),
         safety=school.config.safety,
-        desired_class_statuses=(poll.mapped.class_statuses if source == SourceName.EPAAS else None),
+        desired_class_statuses=poll.mapped.class_statuses if is_epaas else None,
         stored_class_statuses=await store.snapshot.stored_class_statuses(),
+        class_statuses_approved=bool(held_statuses and held_statuses["approved"]),
+        claimed_elsewhere=claimed_elsewhere,
     )
     for warning in diff.warnings:
         log.warning("change cannot be sent as is", source=source, detail=warning)

@@ -14,9 +14,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.clients.classcharts import ParentClient, StudentClient
+from syncd.clients.classcharts import ClassChartsPool
 from syncd.clients.epaas import EpaasClient, fetch_school
-from syncd.config import ClassChartsConfig, Config, EpaasConfig
+from syncd.config import Config, EpaasConfig
 from syncd.core.kinds import SourceName
 from syncd.core.mapping import (
     ClassChartsAccountPoll,
@@ -48,12 +48,8 @@ class Poll:
     errors: tuple[str, ...] = ()
 
 
-async def _poll_parent(
-    section: ClassChartsConfig, email: str, password: str, max_bytes: int
-) -> ClassChartsAccountPoll:
-    async with ParentClient(
-        email, password, base_url=section.base_url, timeout_s=section.timeout_s
-    ) as client:
+async def _poll_parent(pool: ClassChartsPool, email: str, password: str) -> ClassChartsAccountPoll:
+    async with pool.parent(email, password) as client:
         await client.login()
         pupils = await client.get_pupils()
         return ClassChartsAccountPoll(
@@ -66,11 +62,9 @@ async def _poll_parent(
 
 
 async def _poll_student(
-    section: ClassChartsConfig, code: str, dob: str, key: str, max_bytes: int
+    pool: ClassChartsPool, code: str, dob: str, key: str
 ) -> ClassChartsAccountPoll:
-    async with StudentClient(
-        code, dob, base_url=section.base_url, timeout_s=section.timeout_s
-    ) as client:
+    async with pool.student(code, dob) as client:
         await client.login()
         return ClassChartsAccountPoll(
             account_key=student_account_key(code, key),
@@ -81,34 +75,42 @@ async def _poll_student(
         )
 
 
-async def poll_classcharts(config: Config, *, quiet: bool) -> Poll:
+async def poll_classcharts(config: Config, today: dt.date, *, quiet: bool) -> Poll:
+    """Every configured account, a few at a time over one shared connection pool."""
     section = config.classcharts
     assert section is not None
-    limit = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
     key = config.chengjiyun.key.reveal()
-    max_bytes = config.chengjiyun.max_response_bytes
-    accounts: list[tuple[str, str, Any]] = [
-        (
-            f"parent account {p.email}",
-            parent_account_key(p.email),
-            _poll_parent(section, p.email, p.password.reveal(), max_bytes),
-        )
-        for p in section.parents
-    ] + [
-        (
-            f"student account #{n}",
-            student_account_key(s.code.reveal(), key),
-            _poll_student(section, s.code.reveal(), s.dob.reveal(), key, max_bytes),
-        )
-        for n, s in enumerate(section.students, start=1)
-    ]
+    limit = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
+    async with ClassChartsPool(
+        base_url=section.base_url,
+        timeout_s=section.timeout_s,
+        connections=ACCOUNT_CONCURRENCY,
+        max_response_bytes=config.chengjiyun.max_response_bytes,
+    ) as pool:
+        accounts: list[tuple[str, str, Any]] = [
+            (
+                f"parent account {p.email}",
+                parent_account_key(p.email),
+                _poll_parent(pool, p.email, p.password.reveal()),
+            )
+            for p in section.parents
+        ] + [
+            (
+                f"student account #{n}",
+                student_account_key(s.code.reveal(), key),
+                _poll_student(pool, s.code.reveal(), s.dob.reveal(), key),
+            )
+            for n, s in enumerate(section.students, start=1)
+        ]
 
-    async def guarded(coroutine: Any) -> ClassChartsAccountPoll:
-        async with limit:
-            result: ClassChartsAccountPoll = await coroutine
-            return result
+        async def guarded(coroutine: Any) -> ClassChartsAccountPoll:
+            async with limit:
+                result: ClassChartsAccountPoll = await coroutine
+                return result
 
-    results = await asyncio.gather(*(guarded(c) for _, _, c in accounts), return_exceptions=True)
+        results = await asyncio.gather(
+            *(guarded(c) for _, _, c in accounts), return_exceptions=True
+        )
     polls: list[ClassChartsAccountPoll] = []
     failed: set[str] = set()
     errors: list[str] = []
@@ -127,7 +129,7 @@ async def poll_classcharts(config: Config, *, quiet: bool) -> Poll:
             polls.append(result)
     if not polls:
         return Poll(None, complete=False, failed_owners=frozenset(failed), errors=tuple(errors))
-    roster = load_roster(section.roster) if section.roster else None
+    roster = load_roster(section.roster, today=today) if section.roster else None
     mapped = map_classcharts(polls, id_prefix=section.id_prefix, roster=roster)
     return Poll(mapped, complete=True, failed_owners=frozenset(failed), errors=tuple(errors))
 
@@ -144,6 +146,7 @@ async def poll_epaas(config: Config, today: dt.date) -> Poll:
         permanent_code=section.permanent_code.reveal(),
         page_size=section.page_size,
         timeout_s=section.timeout_s,
+        max_response_bytes=config.chengjiyun.max_response_bytes,
     ) as client:
         school = await fetch_school(client)
     mapped = map_epaas(
@@ -168,7 +171,7 @@ async def poll_source(config: Config, source: str, today: dt.date, *, quiet: boo
     """One source's poll; never raises for that source's own failures (configuration aside)."""
     try:
         if source == SourceName.CLASSCHARTS:
-            return await poll_classcharts(config, quiet=quiet)
+            return await poll_classcharts(config, today, quiet=quiet)
         return await poll_epaas(config, today)
     except ConfigError:
         raise

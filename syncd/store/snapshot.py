@@ -23,6 +23,8 @@ from syncd.store.database import Database
 __all__ = ["NOTIFIED_DIGEST_KEY", "Snapshot"]
 
 NOTIFIED_DIGEST_KEY = "class_status_notified"
+HELD_STATUSES_KEY = "class_statuses_held"  # JSON {"keys": [...], "reason": "..."}
+APPROVED_STATUSES_KEY = "class_statuses_approved"
 
 
 class Snapshot:
@@ -91,6 +93,29 @@ class Snapshot:
         )
         return [dict(row) for row in rows]
 
+    async def acknowledged_ids(self, *, excluding_source: str) -> frozenset[str]:
+        rows = await self._db.fetchall(
+            "SELECT id FROM users WHERE source != ?", (excluding_source,)
+        )
+        return frozenset(row["id"] for row in rows)
+
+    async def held_class_statuses(self) -> dict[str, Any] | None:
+        """The class-status change held by the safety limits (keys that would vanish, reason,
+        approved), or None."""
+        held = await self._db.scalar("SELECT value FROM meta WHERE key = ?", (HELD_STATUSES_KEY,))
+        if held is None:
+            return None
+        approved = await self._db.scalar(
+            "SELECT value FROM meta WHERE key = ?", (APPROVED_STATUSES_KEY,)
+        )
+        return {**json.loads(held), "approved": approved is not None}
+
+    async def approve_class_statuses(self) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (APPROVED_STATUSES_KEY,)
+            )
+
     async def user_counts(self) -> dict[str, dict[str, int]]:
         """Per source: users in the last poll (desired) and acknowledged by Chengjiyun."""
         rows = await self._db.fetchall(
@@ -150,8 +175,10 @@ class Snapshot:
             ],
         )
         await self._write_held(db, source, diff.held, now)
-        if diff.class_statuses is not None and diff.class_status_changed:
-            await self._replace_class_statuses(db, diff.class_statuses.values(), now)
+        if diff.class_statuses is not None:
+            await self._write_class_status_hold(db, diff)
+            if diff.class_status_changed:
+                await self._replace_class_statuses(db, diff.class_statuses.values(), now)
 
     async def _write_held(
         self,
@@ -174,6 +201,23 @@ class Snapshot:
                ON CONFLICT(id) DO UPDATE SET reason = excluded.reason""",
             [(user.id, source, user.name, reason, now) for user, reason in held],
         )
+
+    async def _write_class_status_hold(self, db: aiosqlite.Connection, diff: SourceDiff) -> None:
+        """Remember a held class-status change for ``status``; once nothing is held, forget it
+        and its approval (an approval releases one hold, not every later one)."""
+        if diff.class_statuses_held:
+            hold = {
+                "keys": list(diff.class_statuses_held),
+                "reason": diff.class_statuses_held_reason,
+            }
+            await db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (HELD_STATUSES_KEY, dumps(hold)),
+            )
+        else:
+            await db.execute(
+                "DELETE FROM meta WHERE key IN (?, ?)", (HELD_STATUSES_KEY, APPROVED_STATUSES_KEY)
+            )
 
     async def _replace_class_statuses(
         self, db: aiosqlite.Connection, statuses: Iterable[ClassStatus], now: float
@@ -212,8 +256,8 @@ class Snapshot:
         await db.executemany(
             """INSERT INTO users (id, source, record, hash, missing_cycles, acked_at)
                VALUES (?, ?, ?, ?, 0, ?)
-               ON CONFLICT(id) DO UPDATE SET record = excluded.record, hash = excluded.hash,
-                   missing_cycles = 0, acked_at = excluded.acked_at""",
+               ON CONFLICT(id) DO UPDATE SET source = excluded.source, record = excluded.record,
+                   hash = excluded.hash, missing_cycles = 0, acked_at = excluded.acked_at""",
             rows,
         )
         await db.executemany("DELETE FROM in_doubt WHERE id = ?", [(row[0],) for row in rows])
