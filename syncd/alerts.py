@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,13 +111,20 @@ class MailSettings:
 
 
 class MailChannel:
-    """One e-mail per event through an SMTP relay (STARTTLS unless switched off)."""
+    """One e-mail per event through an SMTP relay.
+
+    With ``starttls`` the relay must offer STARTTLS and present a valid certificate, or nothing
+    (in particular no password) is sent.
+    """
 
     name = "email"
 
-    def __init__(self, settings: MailSettings, *, timeout_s: float) -> None:
+    def __init__(
+        self, settings: MailSettings, *, timeout_s: float, tls_context: ssl.SSLContext | None = None
+    ) -> None:
         self._settings = settings
         self.timeout_s = timeout_s
+        self._tls_context = tls_context  # None: the system's trusted CAs
 
     async def deliver(self, event: AlertEvent, message: AlertMessage) -> None:
         mail = EmailMessage()
@@ -133,6 +141,7 @@ class MailChannel:
             username=s.user,
             password=s.password,
             timeout=self.timeout_s,
+            tls_context=self._tls_context,
         )
 
     async def aclose(self) -> None:
@@ -200,10 +209,14 @@ class Alerter:
         """Start delivering ``event`` on every channel and return at once."""
         if not self._channels:
             return
-        rendered = render(event)
-        message = AlertMessage(
-            title=redact(rendered.title), text=redact(rendered.text), state=rendered.state
-        )
+        try:
+            rendered = render(event)
+            message = AlertMessage(
+                title=redact(rendered.title), text=redact(rendered.text), state=rendered.state
+            )
+        except Exception as err:  # a bad event must not break the caller either
+            log.warning("alert not rendered", alert=str(event.kind), error=redact(repr(err)))
+            return
         for channel in self._channels:
             task = asyncio.create_task(self._deliver(channel, event, message))
             self._tasks.add(task)

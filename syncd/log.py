@@ -27,6 +27,7 @@ from structlog.tracebacks import ExceptionDictTransformer
 
 __all__ = [
     "MASK",
+    "JournalRenderer",
     "LogFormat",
     "RedactSecrets",
     "Redactor",
@@ -34,6 +35,7 @@ __all__ = [
     "get_logger",
     "redact",
     "register_secret",
+    "resolve_format",
 ]
 
 MASK = "***"

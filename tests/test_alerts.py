@@ -7,7 +7,10 @@ import io
 import json
 import logging
 import secrets
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -15,14 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from conftest import REPO
-from syncd.alerts import Alerter
+from syncd.alerts import Alerter, MailChannel, MailSettings
 from syncd.config import AlertsConfig, parse_config
 from syncd.core.alerts import (
     AlertEvent,
@@ -408,3 +413,85 @@ def test_the_commented_example_alerts_section_is_valid(monkeypatch: pytest.Monke
     data = tomllib.loads("\n".join(line.removeprefix("# ") for line in block))
     config = AlertsConfig.model_validate(data["alerts"])
     assert config.smtp_host == "mail.school.example" and config.timeout_s == 10
+
+
+# --- STARTTLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a throw-away certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+class _Login:
+    def __init__(self) -> None:
+        self.logins: list[tuple[bytes, bytes]] = []
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        self.logins.append((data.login, data.password))
+        return AuthResult(success=data.password == b"smtp-pass-9x7")
+
+
+async def test_mail_over_starttls_with_login(
+    certificate: tuple[Path, Path], log_stream: io.StringIO
+) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    inbox, login, port = _Inbox(), _Login(), _free_port()
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_tls,
+        require_starttls=True,
+        authenticator=login,
+        auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        settings = MailSettings(
+            host="127.0.0.1",
+            port=port,
+            starttls=True,
+            user="syncd@school.example",
+            password="smtp-pass-9x7",
+            mail_from="syncd@school.example",
+            mail_to=("it@school.example",),
+        )
+        channel = MailChannel(settings, timeout_s=5, tls_context=client_tls)
+        alerter = Alerter([channel], school=SCHOOL)
+        await alerter.send(_event())
+        await alerter.aclose()
+    finally:
+        controller.stop()
+    assert login.logins == [(b"syncd@school.example", b"smtp-pass-9x7")]
+    assert len(inbox.messages) == 1
+    assert "smtp-pass-9x7" not in log_stream.getvalue()
+
+
+async def test_starttls_required_but_not_offered_sends_nothing(
+    smtp: tuple[_Inbox, int], log_stream: io.StringIO
+) -> None:
+    inbox, port = smtp
+    keys = {**_mail_keys(port), "smtp_starttls": True}
+    alerter = Alerter.from_config(_config(**keys), school=SCHOOL)
+    await alerter.send(_event())
+    await alerter.aclose()
+    assert inbox.messages == []
+    events = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (warning,) = [e for e in events if e["level"] == "warning"]
+    assert warning["channel"] == "email" and "STARTTLS" in warning["error"]
