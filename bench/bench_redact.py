@@ -14,6 +14,7 @@ import time
 from syncd.log import Redactor
 
 LINES = 20_000
+REPEATS = 5  # best of, alternating the two cases, so machine noise does not decide
 CONFIGURED = 5  # passwords, codes, keys from the config file
 
 
@@ -47,14 +48,20 @@ def per_line_us(redactor: Redactor, token: str) -> float:
 
 
 def main() -> None:
+    cases = {}
     for registrations in (10, 100_000):
         start = time.perf_counter()
-        redactor, token = build(registrations)
+        cases[registrations] = build(registrations)
         build_s = time.perf_counter() - start
-        cost = per_line_us(redactor, token)
+        print(f"{registrations:>7} registrations: registering took {build_s:.2f} s")
+    best = {registrations: float("inf") for registrations in cases}
+    for _ in range(REPEATS):
+        for registrations, (redactor, token) in cases.items():
+            best[registrations] = min(best[registrations], per_line_us(redactor, token))
+    for registrations, (redactor, _) in cases.items():
         print(
-            f"{registrations:>7} registrations: {cost:6.2f} us/line, "
-            f"{redactor.size} values held, registering took {build_s:.2f} s"
+            f"{registrations:>7} registrations: {best[registrations]:6.2f} us/line "
+            f"(best of {REPEATS}), {redactor.size} values held"
         )
 
 

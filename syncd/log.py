@@ -47,7 +47,8 @@ LogFormat = Literal["auto", "journal", "json", "console"]
 _WORD_CHARS = r"A-Za-z0-9_\-"
 _TOKEN_SHAPE = re.compile(rf"[{_WORD_CHARS}]{{16,}}")
 # Words that may hold a token, %XX escapes included (tokens inside url-encoded cookies and URLs).
-_CANDIDATE = re.compile(rf"(?<![{_WORD_CHARS}%])[{_WORD_CHARS}%]{{16,}}")
+# (Leftmost-greedy matching already yields whole runs, so no look-behind is needed.)
+_CANDIDATE = re.compile(rf"[{_WORD_CHARS}%]{{16,}}")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 # Tokens named by their context are masked whether or not they were registered: ClassCharts'
 # ``session_id`` (cookie JSON, ping meta) and ``Authorization: Basic <id>``, epaas'
@@ -57,6 +58,7 @@ _CONTEXT_TOKEN = re.compile(
     r"(?P<sep>(?:[\"'\s:=]|%[0-9A-Fa-f]{2}){1,12})"
     rf"(?P<token>[{_WORD_CHARS}]{{16,}})"
 )
+_CONTEXT_NAMES = ("session_id", "access_token", "Basic")  # cheap test before the regex
 # Fields that hold a secret by their name alone.
 _SECRET_FIELDS = frozenset({"session_id", "access_token", "suite_access_token", "password"})
 
@@ -121,10 +123,11 @@ class Redactor:
     def redact(self, text: str) -> str:
         if len(text) < _MIN_SECRET_LEN:
             return text
-        if len(text) >= 16:
+        long_enough = len(text) >= 16
+        if long_enough and any(name in text for name in _CONTEXT_NAMES):
             text = _CONTEXT_TOKEN.sub(_mask_context, text)
         spans: list[tuple[int, int]] = []
-        if self._recent or self._pinned_tokens:
+        if long_enough and (self._recent or self._pinned_tokens):
             spans += self._token_spans(text)
         pinned = self._pinned_re
         if pinned is not None:
