@@ -140,12 +140,23 @@ def test_redaction_cost_does_not_grow_with_registrations() -> None:
         redactor = Redactor()
         for _ in range(registrations):
             redactor.add(secrets.token_hex(16))
-        start = time.perf_counter()
-        for _ in range(2000):
-            redactor.redact(line)
-        return time.perf_counter() - start
+        best = float("inf")
+        for _ in range(3):  # best of three: machine noise must not decide
+            start = time.perf_counter()
+            for _ in range(2000):
+                redactor.redact(line)
+            best = min(best, time.perf_counter() - start)
+        return best
 
     assert cost(100_000) < 3 * cost(300)
+
+
+def test_unregistered_digests_and_ordinary_words_are_left_alone() -> None:
+    redactor = Redactor()
+    redactor.add(secrets.token_hex(16))
+    digest = "9f86d081884c7d659a2feaa0c55ad015"
+    text = f"fingerprint {digest} unchanged; Basic auth failed; access_token missing"
+    assert redactor.redact(text) == text
 
 
 # --- formats -----------------------------------------------------------------------------------
