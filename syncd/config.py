@@ -13,7 +13,7 @@ import re
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,10 +32,12 @@ from syncd.log import register_secret
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AdminEntry",
+    "AlertsConfig",
     "ChengjiyunConfig",
     "ClassChartsConfig",
     "Config",
     "EpaasConfig",
+    "LogConfig",
     "PauseRange",
     "SafetyConfig",
     "ScheduleConfig",
@@ -299,6 +301,50 @@ class AdminEntry(_Section):
 
     id: str = Field(min_length=1)
     name: str | None = Field(default=None, min_length=1)
+class LogConfig(_Section):
+    """``[log]``: ``auto`` = journal under systemd, console on a terminal, json otherwise."""
+
+    format: Literal["auto", "journal", "json", "console"] = "auto"
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = "info"
+
+
+class AlertsConfig(_Section):
+    """``[alerts]``: a webhook and/or e-mail, one message per state change."""
+
+    webhook_url: SecretStr | None = None
+    webhook_format: Literal["json", "wecom", "dingtalk"] = "json"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str | None = None
+    mail_to: list[str] = []
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: Secret | None) -> Secret | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value.reveal()):
+            raise ValueError("must be an http:// or https:// URL")  # never echo the secret
+        return value
+
+    @model_validator(mode="after")
+    def _mail_complete(self) -> AlertsConfig:
+        mail_keys = (self.smtp_user, self.smtp_password, self.mail_from, self.mail_to)
+        if self.smtp_host is None:
+            if any(mail_keys):
+                raise ValueError("has e-mail keys but no smtp_host; add smtp_host or remove them")
+        elif not self.mail_from or not self.mail_to:
+            raise ValueError("smtp_host needs mail_from and mail_to (a list of addresses)")
+        if self.smtp_password is not None and not self.smtp_user:
+            raise ValueError("smtp_password needs smtp_user")
+        if self.webhook_url is None and self.smtp_host is None:
+            raise ValueError("has neither webhook_url nor smtp_host; add one or remove [alerts]")
+        return self
 
 
 class Config(_Section):
@@ -310,6 +356,8 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     safety: SafetyConfig = SafetyConfig()
     admins: list[AdminEntry] = []
+    log: LogConfig = LogConfig()
+    alerts: AlertsConfig | None = None
 
     @property
     def enabled_sources(self) -> list[str]:
