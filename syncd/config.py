@@ -301,6 +301,8 @@ class AdminEntry(_Section):
 
     id: str = Field(min_length=1)
     name: str | None = Field(default=None, min_length=1)
+
+
 class LogConfig(_Section):
     """``[log]``: ``auto`` = journal under systemd, console on a terminal, json otherwise."""
 

@@ -75,7 +75,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         except ConfigError as err:
             return _fail(f"configuration error in {path}: {err}", ExitCode.USAGE)
     stream = sys.stdout if command in _SERVICE_COMMANDS else sys.stderr
-    configure_logging(level=args.log_level or "INFO", stream=stream)
+    level = args.log_level or (config.log.level if config is not None else "info")
+    configure_logging(
+        level=level.upper(), stream=stream, fmt=config.log.format if config else "auto"
+    )
     handler = _resolve(COMMANDS[command])
     try:
         if config is None:

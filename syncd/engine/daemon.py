@@ -23,11 +23,13 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from syncd.alerts import Alerter
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config
 from syncd.core.health import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
 from syncd.core.report import CycleReport
 from syncd.cron import interval_s, trigger_from_crontab
+from syncd.engine.alerting import SchoolAlerts
 from syncd.engine.cycle import School, backup_if_due, run_cycle
 from syncd.engine.drain import OutboxWorker, worker_from_config
 from syncd.engine.notify import SystemdNotifier, watchdog_loop
@@ -86,6 +88,8 @@ class Daemon:
         self._paused_logged = False
         self.school: School | None = None
         self.worker: OutboxWorker | None = None
+        self.alerter = Alerter([], school=config.chengjiyun.org_id)
+        self.alerts: SchoolAlerts | None = None
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -97,8 +101,12 @@ class Daemon:
         notifier = SystemdNotifier()
         store = await Store.open(config.store.path, backup=config.store.backup, fresh=False)
         self.school = School(config, store)
+        self.alerter = Alerter.from_config(config.alerts, school=config.chengjiyun.org_id)
+        self.alerts = alerts = SchoolAlerts(self.school, self.alerter)
         client = client_from_config(config)
-        self.worker = worker = worker_from_config(config, store, client)
+        self.worker = worker = worker_from_config(
+            config, store, client, on_result=alerts.after_request
+        )
         runner = None
         scheduler = None
         background: list[asyncio.Task[Any]] = []
@@ -132,6 +140,7 @@ class Daemon:
             if runner is not None:
                 await runner.cleanup()
             await client.close()
+            await self.alerter.aclose()
             await store.close()
             log.info("syncd stopped")
 
@@ -212,6 +221,8 @@ class Daemon:
         report = await run_cycle(self.school, sources, command="run", daemon=True, full=full)
         self.worker.wake()
         self._log_cycle(report, time.monotonic() - started, full=full)
+        if self.alerts is not None:
+            await self.alerts.after_cycle(report)
         await backup_if_due(self.school, report, today=dt.date.today())
 
     def _log_cycle(self, report: CycleReport, duration_s: float, *, full: bool) -> None:

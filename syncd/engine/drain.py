@@ -23,7 +23,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
 
@@ -70,6 +70,7 @@ class OutboxWorker:
         progress: Callable[[int, int], None] | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[PushResult], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -80,6 +81,7 @@ class OutboxWorker:
         self._progress = progress
         self._rng = rng or random.Random()
         self._clock = clock
+        self._on_result = on_result
         self._limiter: AsyncLimiter | None = None
         self._wake = asyncio.Event()
 
@@ -165,6 +167,8 @@ class OutboxWorker:
         kind = rows[0].kind
         result = await self._request(rows)
         report.requests += 1
+        if self._on_result is not None:
+            await self._on_result(result)
         outcome = result.outcome
         if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.DELETE:
             outcome = PushOutcome.OK  # deleting an id Chengjiyun does not know is done
@@ -239,6 +243,7 @@ def worker_from_config(
     client: ChengjiyunClient,
     *,
     progress: Callable[[int, int], None] | None = None,
+    on_result: Callable[[PushResult], Awaitable[None]] | None = None,
 ) -> OutboxWorker:
     section = config.chengjiyun
     return OutboxWorker(
@@ -249,4 +254,5 @@ def worker_from_config(
         retry_base_s=section.retry_base_s,
         retry_max_s=section.retry_max_s,
         progress=progress,
+        on_result=on_result,
     )
