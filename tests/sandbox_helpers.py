@@ -30,8 +30,18 @@ class Sandbox:
         return self.directory / "syncd.db"
 
     def config(
-        self, *, safety: str = "", batch_size: int = 100, name: str = "syncd.toml", **kwargs: object
+        self,
+        *,
+        safety: str = "",
+        batch_size: int = 100,
+        name: str = "syncd.toml",
+        chengjiyun: str = "",
+        epaas: str = "",
+        key: str | None = None,
+        **kwargs: object,
     ) -> Path:
+        """A config for the sandbox; ``chengjiyun``/``epaas``: extra lines for those sections,
+        ``key``: a different [chengjiyun] key (a wrong one, say)."""
         path = write_config(
             self.directory / name,
             school=self.school,
@@ -44,20 +54,20 @@ class Sandbox:
             **kwargs,  # type: ignore[arg-type]
         )
         text = path.read_text(encoding="utf-8").replace(
-            "batch_size = 100", f"batch_size = {batch_size}"
+            "batch_size = 100", f"batch_size = {batch_size}\n{chengjiyun}"
         )
+        text = text.replace('permanent_code = "', f'{epaas}\npermanent_code = "')
+        if key is not None:
+            text = text.replace(f'key = "{self.chengjiyun.key}"', f'key = "{key}"')
         path.write_text(text, encoding="utf-8")
         return path
 
     def expected_user_ids(self) -> set[str]:
-        """What Chengjiyun should hold: pupils, parent accounts, teachers of administrative classes."""
+        """What Chengjiyun should hold: pupils, parent accounts, teachers of every class."""
         pupils = {f"cc-{pid}" for pid in self.classcharts.pupils}
         parents = {f"cc-parent-{p.id}" for p in self.classcharts.parents.values()}
         teachers = {
-            f"ep-{userid}"
-            for klass in self.epaas.classes.values()
-            if klass.department_type == 1
-            for userid in klass.teachers
+            f"ep-{userid}" for klass in self.epaas.classes.values() for userid in klass.teachers
         }
         return pupils | parents | teachers
 

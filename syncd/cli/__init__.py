@@ -9,7 +9,7 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from syncd.cli.exit import ExitCode
 from syncd.cli.parser import build_parser
@@ -40,6 +40,23 @@ COMMANDS: dict[str, str] = {
 # Commands that run as a service log to stdout (journald); the others keep stdout for their own
 # output (plan --json, status --json) and log to stderr.
 _SERVICE_COMMANDS = frozenset({"run", "run-once", "serve"})
+
+
+class _Redacted:
+    """Everything a command prints passes the same redaction as the logs: an upstream message
+    may echo a password or a token back."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        return self._out.write(redact(text))
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def isatty(self) -> bool:
+        return hasattr(self._out, "isatty") and self._out.isatty()
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -80,6 +97,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=level.upper(), stream=stream, fmt=config.log.format if config else "auto"
     )
     handler = _resolve(COMMANDS[command])
+    out = cast(TextIO, _Redacted(out))
     try:
         if config is None:
             return int(asyncio.run(handler(args, out)))

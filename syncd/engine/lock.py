@@ -73,9 +73,15 @@ class SyncLock:
             text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
             os.close(fd)
             raise _locked(self.path, text) from err
-        os.ftruncate(fd, 0)
         holder = {"pid": os.getpid(), "since": time.time(), "command": self._command}
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError as err:
+            os.close(fd)
+            raise StoreError(
+                f"cannot write the sync lock {self.path} ({err}): free space on that disk"
+            ) from err
         self._fd = fd
         return self
 

@@ -119,7 +119,7 @@ def generate_school(pupils: int = 300, *, seed: int = 7, today: dt.date | None =
     )  # no number: skipped with a warning
     classes.append(
         SchoolClass(class_id + 2, "美术", f"{start}级", "初中", department_type=8)
-    )  # 课程班: not synced
+    )  # 课程班: its teachers are users; no class status
     userids = list(teachers)
     for n, klass in enumerate(classes):
         head = userids[n % len(userids)]
