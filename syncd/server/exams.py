@@ -431,9 +431,12 @@ def load_exam(paths: Sequence[Path], students: set[str]) -> tuple[Exam, list[Pro
 # --- storing ---------------------------------------------------------------------------------
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 async def save_exam(store: Store, exam: Exam) -> None:
     """Replace the exam (if present) with this one, in one transaction."""
-    dumps = lambda v: json.dumps(v, ensure_ascii=False)  # noqa: E731
     async with store.write() as db:
         await db.execute("DELETE FROM exams WHERE exam_id = ?", (exam.exam_id,))
         await db.execute(
@@ -442,7 +445,7 @@ async def save_exam(store: Store, exam: Exam) -> None:
         )
         await db.executemany(
             "INSERT INTO exam_totals (exam_id, account, scores) VALUES (?, ?, ?)",
-            [(exam.exam_id, account, dumps(scores)) for account, scores in exam.totals.items()],
+            [(exam.exam_id, account, _dumps(scores)) for account, scores in exam.totals.items()],
         )
         await db.executemany(
             """INSERT INTO exam_questions (exam_id, course, position, number, subjective, score, scroll,
@@ -468,7 +471,7 @@ async def save_exam(store: Store, exam: Exam) -> None:
         await db.executemany(
             "INSERT INTO exam_question_scores (exam_id, course, account, scores) VALUES (?, ?, ?, ?)",
             [
-                (exam.exam_id, course, account, dumps(scores))
+                (exam.exam_id, course, account, _dumps(scores))
                 for course, accounts in exam.question_scores.items()
                 for account, scores in accounts.items()
             ],
