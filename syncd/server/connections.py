@@ -104,34 +104,40 @@ class _Refusals:
 
 
 class _Slots:
-    """A count of open connections with a cap; acquiring waits while at the cap."""
+    """A cap on connections; a slot is taken before ``accept()``, so acquiring waits at the cap."""
 
     def __init__(self, limit: int) -> None:
         self._free = asyncio.Semaphore(limit)
-        self.open = 0
+        self.open = 0  # connections made and not yet lost
 
     async def acquire(self) -> _Slot:
         await self._free.acquire()
-        self.open += 1
         return _Slot(self)
 
-    def give_back(self) -> None:
-        self.open -= 1
+    def give_back(self, *, was_open: bool) -> None:
+        if was_open:
+            self.open -= 1
         self._free.release()
 
 
 class _Slot:
     """One connection's place under the cap, given back exactly once."""
 
-    __slots__ = ("_slots",)
+    __slots__ = ("_slots", "_open")
 
     def __init__(self, slots: _Slots) -> None:
         self._slots: _Slots | None = slots
+        self._open = False
+
+    def opened(self) -> None:
+        if self._slots is not None and not self._open:
+            self._open = True
+            self._slots.open += 1
 
     def release(self) -> None:
         slots, self._slots = self._slots, None
         if slots is not None:
-            slots.give_back()
+            slots.give_back(was_open=self._open)
 
 
 class PullRequestHandler(RequestHandler):
@@ -163,6 +169,11 @@ class PullRequestHandler(RequestHandler):
             self._header_timer = self._loop.call_later(
                 self._header_timeout_s, self._headers_too_slow
             )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._slot is not None:
+            self._slot.opened()
+        super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
