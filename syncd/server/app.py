@@ -27,7 +27,12 @@ from syncd.exceptions import ApiError
 from syncd.log import get_logger
 from syncd.metrics import REGISTRY
 from syncd.server.answers import AnswerCache, envelope, send_answer
-from syncd.server.connections import ConnectionLimits, LimitedSite, raise_open_files_limit
+from syncd.server.connections import (
+    ConnectionLimits,
+    LimitedSite,
+    PullRequestHandler,
+    raise_open_files_limit,
+)
 from syncd.server.health import health, refresh_gauges, stale_after_s
 from syncd.server.replay import Admission, ReplayCache
 from syncd.server.throttle import ThrottledWarning
@@ -74,6 +79,13 @@ def _answer(code: int, msg: str, data: Any = None, *, status: int = 200) -> web.
         content_type="application/json",
         charset="utf-8",
     )
+
+
+async def _close_when_crowded(request: web.Request, response: web.StreamResponse) -> None:
+    """At the connection cap an answer closes its connection, so a waiting client gets in."""
+    protocol = request.protocol
+    if isinstance(protocol, PullRequestHandler) and protocol.crowded:
+        response.force_close()
 
 
 def _exam_endpoints() -> dict[str, Endpoint]:
@@ -211,6 +223,7 @@ def create_app(
 
     limits = ConnectionLimits.from_config(config.server)
     app = web.Application(middlewares=[json_errors], handler_args=limits.handler_args())
+    app.on_response_prepare.append(_close_when_crowded)
     app[STORE_KEY] = store
     app[CONFIG_KEY] = config
     app[ANSWERS_KEY] = pull.answers

@@ -3,7 +3,9 @@
 No flood of pull connections may stop the sync or exhaust the process's file descriptors:
 
 * at most ``max_connections`` are open at once; the listener stops accepting while at the cap,
-  so the rest wait in the kernel's listen backlog (and are refused once that is full);
+  so the rest wait in the kernel's listen backlog (and are refused once that is full); while at
+  the cap, answers close their connections and connections idle between requests are closed,
+  so idle keep-alives cannot keep the waiting clients out;
 * an idle keep-alive connection is closed after ``keepalive_timeout_s``;
 * a request whose headers have not all arrived ``header_timeout_s`` after its first byte is
   dropped (slowloris);
@@ -42,6 +44,9 @@ log = get_logger(__name__)
 # Out-of-descriptor errors from accept(): wait for a connection to close instead of spinning.
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_S = 0.1
+# At the cap, connections idle between requests this long are closed so waiting clients get in.
+REAP_INTERVAL_S = 0.25
+IDLE_GRACE_S = 1.0
 MAX_LINE_BYTES = 8190
 MAX_FIELD_BYTES = 8190
 MAX_HEADERS = 128
@@ -104,40 +109,73 @@ class _Refusals:
 
 
 class _Slots:
-    """A cap on connections; a slot is taken before ``accept()``, so acquiring waits at the cap."""
+    """The cap on open connections. A slot is taken before ``accept()``, so at the cap the
+    listener stops accepting; the connections holding slots are known, so idle ones can be
+    closed when others wait."""
 
     def __init__(self, limit: int) -> None:
-        self._free = asyncio.Semaphore(limit)
-        self.open = 0  # connections made and not yet lost
+        self.limit = limit
+        self.taken = 0
+        self.handlers: set[PullRequestHandler] = set()  # connections made and not yet lost
+        self._freed = asyncio.Event()
 
-    async def acquire(self) -> _Slot:
-        await self._free.acquire()
+    @property
+    def full(self) -> bool:
+        return self.taken >= self.limit
+
+    def take(self) -> _Slot:
+        self.taken += 1
         return _Slot(self)
 
-    def give_back(self, *, was_open: bool) -> None:
-        if was_open:
-            self.open -= 1
-        self._free.release()
+    def give_back(self, handler: PullRequestHandler | None) -> None:
+        self.taken -= 1
+        if handler is not None:
+            self.handlers.discard(handler)
+        self._freed.set()
+
+    async def wait_freed(self, timeout_s: float) -> bool:
+        """Wait until a slot is given back; False if ``timeout_s`` passed first."""
+        self._freed.clear()
+        try:
+            await asyncio.wait_for(self._freed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def close_idle(self, idle_s: float) -> int:
+        """Close connections idle (between requests) for ``idle_s`` or more; how many."""
+        closed = 0
+        for handler in list(self.handlers):
+            if handler.idle_for_s() >= idle_s:
+                handler.force_close()
+                closed += 1
+        return closed
 
 
 class _Slot:
     """One connection's place under the cap, given back exactly once."""
 
-    __slots__ = ("_slots", "_open")
+    __slots__ = ("_slots", "_handler")
 
     def __init__(self, slots: _Slots) -> None:
         self._slots: _Slots | None = slots
-        self._open = False
+        self._handler: PullRequestHandler | None = None
 
-    def opened(self) -> None:
-        if self._slots is not None and not self._open:
-            self._open = True
-            self._slots.open += 1
+    @property
+    def crowded(self) -> bool:
+        """Every slot is taken: a finished answer should close its connection for the next."""
+        return self._slots is not None and self._slots.full
+
+    def opened(self, handler: PullRequestHandler) -> None:
+        if self._slots is not None and self._handler is None:
+            self._handler = handler
+            self._slots.handlers.add(handler)
 
     def release(self) -> None:
         slots, self._slots = self._slots, None
         if slots is not None:
-            slots.give_back(was_open=self._open)
+            slots.give_back(self._handler)
+        self._handler = None
 
 
 class PullRequestHandler(RequestHandler):
@@ -158,8 +196,29 @@ class PullRequestHandler(RequestHandler):
         self._header_timer: asyncio.TimerHandle | None = None
         self._refusals = refusals
         self._slot = slot
+        self._idle_since: float | None = None
+
+    @property
+    def crowded(self) -> bool:
+        """The listener is at its cap, so this connection should not be kept alive."""
+        return self._slot is not None and self._slot.crowded
+
+    def idle_for_s(self) -> float:
+        """Seconds since this connection last finished an answer (or opened) with nothing new."""
+        if self._idle_since is None or self._request_in_progress or self._messages:
+            return 0.0
+        return self._loop.time() - self._idle_since
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._idle_since = self._loop.time()
 
     def data_received(self, data: bytes) -> None:
+        self._idle_since = None
         super().data_received(data)
         # Headers are complete once a message is queued (or being handled); until then the
         # first byte of a request starts its deadline.
@@ -172,7 +231,8 @@ class PullRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._slot is not None:
-            self._slot.opened()
+            self._slot.opened(self)
+        self._idle_since = self._loop.time()
         super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -257,7 +317,7 @@ class LimitedSite(web.BaseSite):
     @property
     def open_connections(self) -> int:
         """Connections accepted and not yet closed."""
-        return self._slots.open
+        return len(self._slots.handlers)
 
     async def start(self) -> None:
         await super().start()
@@ -306,7 +366,10 @@ class LimitedSite(web.BaseSite):
     async def _accept_loop(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            slot = await self._slots.acquire()
+            while self._slots.full:
+                if not await self._slots.wait_freed(REAP_INTERVAL_S):
+                    self._slots.close_idle(IDLE_GRACE_S)
+            slot = self._slots.take()
             try:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as err:
