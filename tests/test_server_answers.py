@@ -145,3 +145,13 @@ async def test_a_large_answer_is_streamed_whole(tmp_path: Path) -> None:
         assert status == 200 and int(headers["Content-Length"]) == len(body) > 64 * 1024
         assert body.count(b'"roleList"') == 3000 + len(USERS)
         assert ANSWERS_KEY in api.runner.app
+
+
+async def test_answers_shape_users_as_the_store_serves_them(tmp_path: Path) -> None:
+    from syncd.core.model import ROLES
+    from syncd.store.served import shape_users, user_records
+
+    async with served(tmp_path) as api:
+        records = await user_records(api.store)
+        for role in (None, *ROLES):
+            assert shape_users(records, role) == await api.store.served_users(role), role

@@ -61,8 +61,16 @@ class AnswerCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self.builds = 0
 
-    async def get(self, key: str, generation: int, load: Callable[[], Awaitable[Any]]) -> Answer:
-        """The answer for ``key`` at ``generation``; ``load`` fetches its data when it must be built.
+    async def get(
+        self,
+        key: str,
+        generation: int,
+        load: Callable[[], Awaitable[Any]],
+        shape: Callable[[Any], Any] | None = None,
+    ) -> Answer:
+        """The answer for ``key`` at ``generation``; ``load`` fetches its data when it must be
+        built, ``shape`` (if given) turns that into the answer's ``data`` in a worker thread,
+        along with the serialising and compressing.
 
         ``generation`` is read by the caller before ``load`` runs, so data newer than its tag is
         possible (rebuilt once more next time), data older than its tag is not.
@@ -75,11 +83,15 @@ class AnswerCache:
             answer = self._answers.get(key)
             if answer is not None and answer.generation >= generation:
                 return answer
-            data = await load()
-            answer = await asyncio.to_thread(Answer.build, generation, data)
+            loaded = await load()
+            answer = await asyncio.to_thread(_build, generation, loaded, shape)
             self.builds += 1
             self._answers[key] = answer
             return answer
+
+
+def _build(generation: int, loaded: Any, shape: Callable[[Any], Any] | None) -> Answer:
+    return Answer.build(generation, loaded if shape is None else shape(loaded))
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

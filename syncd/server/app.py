@@ -37,6 +37,7 @@ from syncd.server.health import health, refresh_gauges, stale_after_s
 from syncd.server.replay import Admission, ReplayCache
 from syncd.server.throttle import ThrottledWarning
 from syncd.store import Store
+from syncd.store.served import shape_users, user_records
 
 __all__ = [
     "ANSWERS_KEY",
@@ -165,16 +166,23 @@ class _Pull:
         if role is not None and role not in ROLES:
             raise ApiError(30005, f"参数值内容错误: role must be one of {'/'.join(ROLES)}")
 
-        async def load() -> Any:
-            return await self._store.served_users(role)
+        async def load() -> list[str]:
+            return await user_records(self._store)
 
-        return await self._cached(request, f"{Cached.USERS}:{role or ''}", load)
+        def shape(records: list[str]) -> Any:
+            return shape_users(records, role)
+
+        return await self._cached(request, f"{Cached.USERS}:{role or ''}", load, shape)
 
     async def _cached(
-        self, request: web.Request, key: str, load: Callable[[], Awaitable[Any]]
+        self,
+        request: web.Request,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        shape: Callable[[Any], Any] | None = None,
     ) -> web.StreamResponse:
         generation = await self._store.snapshot_generation()
-        answer = await self.answers.get(key, generation, load)
+        answer = await self.answers.get(key, generation, load, shape)
         return await send_answer(request, answer)
 
 
