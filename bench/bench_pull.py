@@ -259,9 +259,22 @@ async def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the clients need descriptors too
     print(f"replay cache: {replay_entry_bytes():.0f} bytes per entry (100,000 entries)")
+    verdicts = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in (int(size) for size in args.sizes.split(",")):
             r = await bench_size(count, Path(tmp))
+            if count == 20_000:
+                verdicts.append(
+                    f"target: {BURST} concurrent on 20,000 users, server peak RSS "
+                    f"{r['burst_peak_rss_mb']:.0f} MB (VmHWM {r['peak_rss_process_mb']:.0f} MB) "
+                    f"< 150 MB: {'met' if r['peak_rss_process_mb'] < 150 else 'MISSED'}"
+                )
+            if count == 100_000:
+                verdicts.append(
+                    f"target: 100,000 users from memory, median {r['latency_ms_median']:.1f} ms "
+                    f"(max {r['latency_ms_max']:.1f}) < 100 ms: "
+                    f"{'met' if r['latency_ms_max'] < 100 else 'MISSED'}"
+                )
             print(
                 f"queryUsers {r['users']:,} users: "
                 f"{r['plain_bytes'] / 1e6:.2f} MB plain, {r['gzip_bytes'] / 1e6:.2f} MB gzip; "
@@ -278,8 +291,8 @@ async def main() -> None:
                 f"before the burst); server log {r['log_lines']} lines, "
                 f"'Too many open files' x{r['too_many_open_files']}"
             )
-    targets = "see the docstring for targets"
-    print(targets)
+    for verdict in verdicts:
+        print(verdict)
 
 
 if __name__ == "__main__":
