@@ -37,10 +37,12 @@ from syncd.server.health import health, refresh_gauges, stale_after_s
 from syncd.server.replay import Admission, ReplayCache
 from syncd.server.throttle import ThrottledWarning
 from syncd.store import Store
-from syncd.store.served import shape_users, user_records
+from syncd.store.served import exams_fingerprint, shape_users, user_records
 
 __all__ = [
     "ANSWERS_KEY",
+    "PULL_KEY",
+    "PullApi",
     "Endpoint",
     "ReplayCache",
     "create_app",
@@ -95,7 +97,7 @@ def _exam_endpoints() -> dict[str, Endpoint]:
     return dict(EXAM_ENDPOINTS)
 
 
-class _Pull:
+class PullApi:
     """The signed pull endpoints of one application: checks, replay cache, answers."""
 
     def __init__(
@@ -113,6 +115,10 @@ class _Pull:
         self._exams = _exam_endpoints()
         self.replays = ReplayCache(API_WINDOW_S, max_entries=replay_capacity)
         self.answers = AnswerCache()
+        # Exam answers, valid while the exams' fingerprint stays the same; a new fingerprint
+        # starts an empty cache, so answers of replaced or deleted exams are dropped.
+        self.exam_answers = AnswerCache()
+        self._exams_fingerprint: tuple[int, float, float] | None = None
         self._refused = ThrottledWarning(log, level="info")
         self._busy = ThrottledWarning(log)
 
@@ -157,10 +163,9 @@ class _Pull:
                 return await self._cached(
                     request, Cached.CLASS_STATUS, self._store.served_class_statuses
                 )
-            data = await self._exams[name](self._store, params)
+            return await self._exam(request, name, params)
         except ApiError as err:
             return _answer(err.code, err.msg)
-        return _answer(0, "success", data)
 
     async def _users(self, request: web.Request, role: str | None) -> web.StreamResponse:
         if role is not None and role not in ROLES:
@@ -174,6 +179,24 @@ class _Pull:
 
         return await self._cached(request, f"{Cached.USERS}:{role or ''}", load, shape)
 
+    async def _exam(
+        self, request: web.Request, name: str, params: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """Exam answers are built once per imported exam (and course); refusals are not kept."""
+        fingerprint = await exams_fingerprint(self._store)
+        if fingerprint != self._exams_fingerprint:
+            self._exams_fingerprint = fingerprint
+            self.exam_answers = AnswerCache()
+        endpoint = self._exams[name]
+
+        async def load() -> Any:
+            return await endpoint(self._store, params)
+
+        # The exam endpoints read only examId and course.
+        key = "\x00".join((name, params.get("examId", ""), params.get("course", "")))
+        answer = await self.exam_answers.get(key, 0, load)
+        return await send_answer(request, answer)
+
     async def _cached(
         self,
         request: web.Request,
@@ -186,6 +209,9 @@ class _Pull:
         return await send_answer(request, answer)
 
 
+PULL_KEY = web.AppKey("pull", PullApi)
+
+
 def create_app(
     config: Config,
     store: Store,
@@ -194,7 +220,7 @@ def create_app(
     replay_capacity: int = REPLAY_CAPACITY,
 ) -> web.Application:
     base = config.server.base_path
-    pull = _Pull(config, store, clock=clock, replay_capacity=replay_capacity)
+    pull = PullApi(config, store, clock=clock, replay_capacity=replay_capacity)
 
     @web.middleware
     async def json_errors(
@@ -236,6 +262,7 @@ def create_app(
     app[CONFIG_KEY] = config
     app[ANSWERS_KEY] = pull.answers
     app[REPLAYS_KEY] = pull.replays
+    app[PULL_KEY] = pull
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get(f"{base}/{{endpoint}}", pull.handle)

@@ -13,7 +13,7 @@ from typing import Any
 
 from syncd.store.database import Store
 
-__all__ = ["shape_users", "user_records"]
+__all__ = ["exams_fingerprint", "shape_users", "user_records"]
 
 # Bookkeeping kept with a stored record that Chengjiyun is not sent.
 PRIVATE_KEYS = ("source", "owners")
@@ -36,3 +36,15 @@ def shape_users(records: Iterable[str], role: str | None = None) -> list[dict[st
                 record.pop(key, None)
             users.append(record)
     return users
+
+
+async def exams_fingerprint(store: Store) -> tuple[int, float, float]:
+    """Moves whenever an exam is imported, replaced or deleted (by any process): the count of
+    exams and the sum and maximum of their import times."""
+    row = await store.fetchone(
+        "SELECT COUNT(*) AS n, COALESCE(SUM(imported_at), 0) AS total,"
+        " COALESCE(MAX(imported_at), 0) AS latest FROM exams"
+    )
+    if row is None:
+        return (0, 0.0, 0.0)
+    return (int(row["n"]), float(row["total"]), float(row["latest"]))
