@@ -144,6 +144,16 @@ async def test_a_large_answer_is_streamed_whole(tmp_path: Path) -> None:
             )
         assert status == 200 and int(headers["Content-Length"]) == len(body) > 64 * 1024
         assert body.count(b'"roleList"') == 3000 + len(USERS)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.head(
+                f"{api.base}/cjy/queryUsers",
+                params=signed({}, timestamp=time.time() - 1),
+                headers={"Accept-Encoding": "identity"},
+            ) as response,
+        ):
+            assert response.status == 200 and await response.read() == b""
+            assert int(response.headers["Content-Length"]) == len(body)
         assert ANSWERS_KEY in api.runner.app
 
 

@@ -118,7 +118,7 @@ async def send_answer(request: web.Request, answer: Answer) -> web.StreamRespons
     headers = {"Content-Type": JSON_CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
-    if len(body) <= CHUNK_BYTES:
+    if len(body) <= CHUNK_BYTES or request.method == "HEAD":  # aiohttp omits a HEAD's body
         return web.Response(body=body, headers=headers)
     response = web.StreamResponse(headers=headers)
     response.content_length = len(body)
