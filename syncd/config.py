@@ -162,6 +162,10 @@ class ChengjiyunConfig(_Section):
 class ServerConfig(_Section):
     listen: str = "127.0.0.1:8087"
     base_path: str = ""
+    max_connections: int = Field(default=256, ge=1, le=65536)
+    listen_backlog: int = Field(default=1024, ge=1, le=65536)
+    keepalive_timeout_s: float = Field(default=15, gt=0, le=3600)
+    header_timeout_s: float = Field(default=10, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod

@@ -182,6 +182,10 @@ def _one_line_exit_2(result: Result, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
+def remount(mount: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(mount)], check=True)
+
+
 @pytest.fixture
 def small_mount(tmp_path: Path) -> AsyncIterator[Path]:
     mount = tmp_path / "mnt"
@@ -205,9 +209,9 @@ async def test_a_read_only_directory_is_one_line_and_exit_2(
         str(sandbox.database), str(small_mount / "syncd.db")
     )
     config.write_text(text, encoding="utf-8")
-    subprocess.run(["mount", "-o", "remount,size=8m", str(small_mount)], check=True)
+    await asyncio.to_thread(remount, small_mount, "size=8m")
     assert (await run_syncd(config, "--run-once")).returncode == 0
-    subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
+    await asyncio.to_thread(remount, small_mount, "ro")
     sandbox.classcharts.rename_pupil(leaver(sandbox), "Renamed", "Pupil")
     since = len(sandbox.chengjiyun.pushes)
     result = await run_syncd(config, "--run-once")

@@ -1,19 +1,20 @@
-"""The pull API Chengjiyun calls under ``[apiBaseUrl]`` (seed 003), plus /healthz and /metrics.
+"""The pull API Chengjiyun calls under ``[apiBaseUrl]``, plus /healthz and /metrics.
 
 Every pull is signed: the sign covers all query parameters except ``sign`` (UTF-8 values as raw
 text), the timestamp is valid 600 s, signs are compared in constant time, and a sign already seen
-inside its window is refused as a replay. Every answer — refusals and our own bugs included — is
-``{"code", "msg"}`` JSON, never an HTML page or a traceback.
+inside its window is refused as a replay. Every answer — refusals, malformed HTTP and our own
+bugs included — is ``{"code", "msg"}`` JSON, never an HTML page or a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -22,80 +23,203 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from syncd.config import Config
 from syncd.core.model import ROLES
 from syncd.core.signing import API_WINDOW_S, verify
-from syncd.cron import interval_s
 from syncd.exceptions import ApiError
 from syncd.log import get_logger
-from syncd.metrics import HELD_DELETIONS, LAST_SUCCESS, QUEUE_DEPTH, REGISTRY, SECONDS_SINCE_SUCCESS
+from syncd.metrics import REGISTRY
+from syncd.server.answers import AnswerCache, envelope, send_answer, shape_users
+from syncd.server.connections import (
+    ConnectionLimits,
+    LimitedSite,
+    PullRequestHandler,
+    raise_open_files_limit,
+)
+from syncd.server.health import health, refresh_gauges, stale_after_s
+from syncd.server.replay import Admission, ReplayCache
+from syncd.server.throttle import ThrottledWarning
 from syncd.store import Store
 
-__all__ = ["Endpoint", "create_app", "health", "serve_command", "start_server"]
+__all__ = [
+    "ANSWERS_KEY",
+    "PULL_KEY",
+    "PullApi",
+    "Endpoint",
+    "ReplayCache",
+    "create_app",
+    "health",
+    "listening_port",
+    "refresh_gauges",
+    "serve_command",
+    "stale_after_s",
+    "start_server",
+]
 
 log = get_logger(__name__)
 
 Endpoint = Callable[[Store, Mapping[str, str]], Awaitable[Any]]
 MAX_QUERY_BYTES = 4096
+REPLAY_CAPACITY = 100_000
+# A Unix time in seconds has 10 digits until the year 2286; anything longer is not a timestamp
+# (and a huge integer would overflow the float arithmetic of the window check).
+PLAUSIBLE_TIMESTAMP = re.compile(r"[0-9]{1,11}")
 STORE_KEY = web.AppKey("store", Store)
 CONFIG_KEY = web.AppKey("config", Config)
+ANSWERS_KEY = web.AppKey("answers", AnswerCache)
+REPLAYS_KEY = web.AppKey("replays", ReplayCache)
 
 
-class ReplayCache:
-    """Signs seen, each kept until its own timestamp leaves the window (a request stamped in the
-    future stays valid longer, so must its sign); bounded, soonest-expiring evicted first."""
+class Cached(StrEnum):
+    """Endpoints whose answers depend only on the served snapshot (built once per change)."""
 
-    def __init__(self, window_s: float, max_entries: int = 100_000) -> None:
-        self._window_s = window_s
-        self._max = max_entries
-        self._expires: dict[str, float] = {}
-        self._queue: list[tuple[float, str]] = []  # heap of (expires_at, key)
-
-    def seen_before(self, key: str, timestamp: float, now: float) -> bool:
-        while self._queue and (self._queue[0][0] < now or len(self._queue) > self._max):
-            _, old = heapq.heappop(self._queue)
-            self._expires.pop(old, None)
-        if key in self._expires:
-            return True
-        expires_at = timestamp + self._window_s
-        self._expires[key] = expires_at
-        heapq.heappush(self._queue, (expires_at, key))
-        return False
-
-
-async def _query_users(store: Store, params: Mapping[str, str]) -> Any:
-    role = params.get("role")
-    if role is not None and role not in ROLES:
-        raise ApiError(30005, f"参数值内容错误: role must be one of {'/'.join(ROLES)}")
-    return await store.served_users(role)
-
-
-async def _query_class_status(store: Store, params: Mapping[str, str]) -> Any:
-    return await store.served_class_statuses()
-
-
-def _endpoints() -> dict[str, Endpoint]:
-    endpoints: dict[str, Endpoint] = {
-        "queryUsers": _query_users,
-        "queryClassStatus": _query_class_status,
-    }
-    from syncd.server.exams import EXAM_ENDPOINTS
-
-    endpoints.update(EXAM_ENDPOINTS)
-    return endpoints
+    USERS = "queryUsers"
+    CLASS_STATUS = "queryClassStatus"
 
 
 def _answer(code: int, msg: str, data: Any = None, *, status: int = 200) -> web.Response:
-    body: dict[str, Any] = {"code": code, "msg": msg}
-    if code == 0:
-        body["data"] = data
-    return web.json_response(body, status=status, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+    return web.Response(
+        body=envelope(code, msg, data),
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+async def _close_when_crowded(request: web.Request, response: web.StreamResponse) -> None:
+    """At the connection cap an answer closes its connection, so a waiting client gets in."""
+    protocol = request.protocol
+    if isinstance(protocol, PullRequestHandler) and protocol.crowded:
+        response.force_close()
+
+
+def _exam_endpoints() -> dict[str, Endpoint]:
+    from syncd.server.exams import EXAM_ENDPOINTS
+
+    return dict(EXAM_ENDPOINTS)
+
+
+class PullApi:
+    """The signed pull endpoints of one application: checks, replay cache, answers."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], float],
+        replay_capacity: int,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._key = config.chengjiyun.key.reveal()
+        self._exams = _exam_endpoints()
+        self.replays = ReplayCache(API_WINDOW_S, max_entries=replay_capacity)
+        self.answers = AnswerCache()
+        # Exam answers, valid while the exams' fingerprint stays the same; a new fingerprint
+        # starts an empty cache, so answers of replaced or deleted exams are dropped.
+        self.exam_answers = AnswerCache()
+        self._exams_fingerprint: tuple[int, float, float] | None = None
+        self._refused = ThrottledWarning(log, level="info")
+        self._busy = ThrottledWarning(log)
+
+    def known(self, name: str) -> bool:
+        return name in Cached.__members__.values() or name in self._exams
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["endpoint"]
+        if not self.known(name):
+            return _answer(30001, "接口不存在", status=404)
+        if len(request.query_string.encode()) > MAX_QUERY_BYTES:
+            return _answer(30004, f"参数长度超出范围: query over {MAX_QUERY_BYTES} bytes")
+        params = {k: v for k, v in request.query.items()}
+        if len(params) != len(request.query):
+            return _answer(30002, "参数解析错误: a parameter is repeated")
+        missing = [p for p in ("orgId", "timestamp", "sign") if not params.get(p)]
+        if missing:
+            return _answer(30002, f"参数解析错误: missing {', '.join(missing)}")
+        if params["orgId"] != self._config.chengjiyun.org_id:
+            return _answer(30005, "参数值内容错误: orgId")
+        if not PLAUSIBLE_TIMESTAMP.fullmatch(params["timestamp"]):
+            return _answer(30003, "参数格式错误: timestamp must be a Unix time in seconds")
+        now = self._clock()
+        problem = verify(params, self._key, window_s=API_WINDOW_S, now=now)
+        if problem is not None:
+            self._refused.warn("pull request refused", endpoint=name, reason=problem)
+            return _answer(30006, "验证失败")
+        # The sign does not cover the path, so two endpoints asked with the same parameters in
+        # the same second share a sign: a replay is the same sign on the same endpoint.
+        replay_key = bytes.fromhex(params["sign"]) + name.encode()
+        admission = self.replays.admit(replay_key, int(params["timestamp"]), now)
+        if admission is Admission.REPLAY:
+            self._refused.warn("pull request refused", endpoint=name, reason="replayed sign")
+            return _answer(30006, "验证失败")
+        if admission is Admission.FULL:
+            self._busy.warn("pull request refused: replay cache full", endpoint=name)
+            return _answer(10002, "服务器忙")
+        try:
+            if name == Cached.USERS:
+                return await self._users(request, params.get("role"))
+            if name == Cached.CLASS_STATUS:
+                return await self._cached(
+                    request, Cached.CLASS_STATUS, self._store.served_class_statuses
+                )
+            return await self._exam(request, name, params)
+        except ApiError as err:
+            return _answer(err.code, err.msg)
+
+    async def _users(self, request: web.Request, role: str | None) -> web.StreamResponse:
+        if role is not None and role not in ROLES:
+            raise ApiError(30005, f"参数值内容错误: role must be one of {'/'.join(ROLES)}")
+
+        async def load() -> list[str]:
+            return await self._store.snapshot.user_records()
+
+        def shape(records: list[str]) -> Any:
+            return shape_users(records, role)
+
+        return await self._cached(request, f"{Cached.USERS}:{role or ''}", load, shape)
+
+    async def _exam(
+        self, request: web.Request, name: str, params: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """Exam answers are built once per imported exam (and course); refusals are not kept."""
+        fingerprint = await self._store.exams.fingerprint()
+        if fingerprint != self._exams_fingerprint:
+            self._exams_fingerprint = fingerprint
+            self.exam_answers = AnswerCache()
+        endpoint = self._exams[name]
+
+        async def load() -> Any:
+            return await endpoint(self._store, params)
+
+        # The exam endpoints read only examId and course.
+        key = "\x00".join((name, params.get("examId", ""), params.get("course", "")))
+        answer = await self.exam_answers.get(key, 0, load)
+        return await send_answer(request, answer)
+
+    async def _cached(
+        self,
+        request: web.Request,
+        key: str,
+        load: Callable[[], Awaitable[Any]],
+        shape: Callable[[Any], Any] | None = None,
+    ) -> web.StreamResponse:
+        generation = await self._store.snapshot_generation()
+        answer = await self.answers.get(key, generation, load, shape)
+        return await send_answer(request, answer)
+
+
+PULL_KEY = web.AppKey("pull", PullApi)
 
 
 def create_app(
-    config: Config, store: Store, *, clock: Callable[[], float] = time.time
+    config: Config,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    replay_capacity: int = REPLAY_CAPACITY,
 ) -> web.Application:
     base = config.server.base_path
-    endpoints = _endpoints()
-    replays = ReplayCache(API_WINDOW_S)
-    key = config.chengjiyun.key.reveal()
+    pull = PullApi(config, store, clock=clock, replay_capacity=replay_capacity)
 
     @web.middleware
     async def json_errors(
@@ -109,40 +233,11 @@ def create_app(
             return _answer(30001, "接口不存在: wrong method", status=405)
         except web.HTTPException as err:
             return _answer(30002, f"参数解析错误: {err.reason}", status=err.status)
+        except ConnectionError:
+            raise  # the client went away mid-answer; aiohttp drops the connection quietly
         except Exception:
             log.exception("pull API request failed", path=request.path)
             return _answer(10001, "未知错误", status=500)
-
-    async def pull(request: web.Request) -> web.Response:
-        name = request.match_info["endpoint"]
-        endpoint = endpoints.get(name)
-        if endpoint is None:
-            return _answer(30001, "接口不存在", status=404)
-        if len(request.query_string.encode()) > MAX_QUERY_BYTES:
-            return _answer(30004, f"参数长度超出范围: query over {MAX_QUERY_BYTES} bytes")
-        params = {k: v for k, v in request.query.items()}
-        if len(params) != len(request.query):
-            return _answer(30002, "参数解析错误: a parameter is repeated")
-        missing = [p for p in ("orgId", "timestamp", "sign") if not params.get(p)]
-        if missing:
-            return _answer(30002, f"参数解析错误: missing {', '.join(missing)}")
-        if params["orgId"] != config.chengjiyun.org_id:
-            return _answer(30005, "参数值内容错误: orgId")
-        now = clock()
-        problem = verify(params, key, window_s=API_WINDOW_S, now=now)
-        if problem is not None:
-            log.info("pull request refused", endpoint=name, reason=problem)
-            return _answer(30006, "验证失败")
-        # The sign does not cover the path, so two endpoints asked with the same parameters in
-        # the same second share a sign: a replay is the same sign on the same endpoint.
-        if replays.seen_before(f"{name}:{params['sign'].lower()}", int(params["timestamp"]), now):
-            log.info("pull request refused", endpoint=name, reason="replayed sign")
-            return _answer(30006, "验证失败")
-        try:
-            data = await endpoint(store, params)
-        except ApiError as err:
-            return _answer(err.code, err.msg)
-        return _answer(0, "success", data)
 
     async def healthz(request: web.Request) -> web.Response:
         report = await health(config, store, now=clock())
@@ -159,71 +254,43 @@ def create_app(
         response.charset = "utf-8"
         return response
 
-    app = web.Application(middlewares=[json_errors])
+    limits = ConnectionLimits.from_config(config.server)
+    app = web.Application(middlewares=[json_errors], handler_args=limits.handler_args())
+    app.on_response_prepare.append(_close_when_crowded)
     app[STORE_KEY] = store
     app[CONFIG_KEY] = config
+    app[ANSWERS_KEY] = pull.answers
+    app[REPLAYS_KEY] = pull.replays
+    app[PULL_KEY] = pull
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get(f"{base}/{{endpoint}}", pull)
+    app.router.add_get(f"{base}/{{endpoint}}", pull.handle)
     return app
 
 
-def stale_after_s(config: Config, source: str) -> float:
-    """``[safety] stale_after_s``, or three times the source's schedule interval."""
-    if config.safety.stale_after_s:
-        return float(config.safety.stale_after_s)
-    return 3 * interval_s(getattr(config.schedule, source))
-
-
-async def health(config: Config, store: Store, *, now: float) -> dict[str, Any]:
-    """Liveness plus, per enabled source, its state and last success; unhealthy if failing or stale."""
-    states = await store.source_states()
-    sources: dict[str, Any] = {}
-    healthy = True
-    for source in config.enabled_sources:
-        state = states.get(source, {})
-        last_success = state.get("last_success_at")
-        limit = stale_after_s(config, source)
-        stale = last_success is not None and now - last_success > limit
-        failing = state.get("state") == "failing"
-        status = (
-            "failing"
-            if failing
-            else "stale"
-            if stale
-            else "ok"
-            if last_success
-            else "waiting for first poll"
-        )
-        healthy = healthy and not failing and not stale
-        sources[source] = {
-            "status": status,
-            "last_success_at": last_success,
-            "consecutive_failures": state.get("consecutive_failures", 0),
-            "last_error": state.get("last_error"),
-            "stale_after_s": limit,
-        }
-    return {"healthy": healthy, "sources": sources, "queue": await store.queue_depth()}
-
-
-async def refresh_gauges(config: Config, store: Store, *, now: float) -> None:
-    depth = await store.queue_depth()
-    for kind in ("addUser", "updateUser", "classStatus", "deleteUser"):
-        QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
-    HELD_DELETIONS.set(len(await store.held_deletions()))
-    for source, state in (await store.source_states()).items():
-        if state.get("last_success_at"):
-            LAST_SUCCESS.labels(source=source).set(state["last_success_at"])
-            SECONDS_SINCE_SUCCESS.labels(source=source).set(now - state["last_success_at"])
-
-
 async def start_server(config: Config, store: Store) -> web.AppRunner:
+    """The pull API on ``[server] listen``, under the connection limits of ``[server]``."""
+    raise_open_files_limit()
     runner = web.AppRunner(create_app(config, store), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    log.info("pull API listening", url=f"http://{config.server.listen}{config.server.base_path}/")
+    site = LimitedSite(
+        runner, config.server.host, config.server.port, ConnectionLimits.from_config(config.server)
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("pull API listening", url=f"{site.name}{config.server.base_path}/")
     return runner
+
+
+def listening_port(runner: web.BaseRunner) -> int:
+    """The port a runner from :func:`start_server` listens on (useful with port 0)."""
+    for site in runner.sites:
+        if isinstance(site, LimitedSite):
+            return site.port
+    raise LookupError("the runner has no pull API site")
 
 
 async def serve_command(config: Config, args: Any, out: TextIO) -> int:
@@ -232,7 +299,7 @@ async def serve_command(config: Config, args: Any, out: TextIO) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with await Store.open(config.store.path) as store:
+    async with await Store.open(config.store.path, backup=config.store.backup) as store:
         runner = await start_server(config, store)
         try:
             await stop.wait()

@@ -66,6 +66,17 @@ class Exams:
                 ],
             )
 
+    async def fingerprint(self) -> tuple[int, float, float]:
+        """Moves whenever an exam is imported, replaced or deleted (by any process): the count
+        of exams and the sum and maximum of their import times."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(imported_at), 0) AS total,"
+            " COALESCE(MAX(imported_at), 0) AS latest FROM exams"
+        )
+        if row is None:
+            return (0, 0.0, 0.0)
+        return (int(row["n"]), float(row["total"]), float(row["latest"]))
+
     async def delete(self, exam_id: str) -> bool:
         async with self._db.write() as db:
             cursor = await db.execute("DELETE FROM exams WHERE exam_id = ?", (exam_id,))

@@ -77,6 +77,12 @@ class Snapshot:
                 users.append(record)
         return users
 
+    async def user_records(self) -> list[str]:
+        """Every acknowledged user's stored JSON, ordered by id: the pull API shapes them off the
+        event loop (``syncd.server.answers.shape_users``)."""
+        rows = await self._db.fetchall("SELECT record FROM users ORDER BY id")
+        return [row["record"] for row in rows]
+
     async def served_class_statuses(self) -> list[dict[str, Any]]:
         rows = await self._db.fetchall("SELECT record FROM class_statuses ORDER BY key")
         statuses = []
