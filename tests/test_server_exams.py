@@ -11,9 +11,9 @@ import aiohttp
 from aiohttp import web
 from test_exams import EXAMPLES, EXPECTED, KEY, ORG, PARAMS, config_for, run_import, store
 
+from syncd.cli.exams import delete_exam_command
 from syncd.core.signing import signed_query
 from syncd.server.app import PULL_KEY, create_app
-from syncd.server.exams import delete_exam_command
 from syncd.store import Store
 
 __all__ = ["store"]  # the fixture, shared with test_exams

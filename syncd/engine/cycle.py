@@ -210,9 +210,9 @@ async def backup_if_due(school: School, report: CycleReport, *, today: dt.date) 
     if report.outcome is not SourceOutcome.OK:
         return None
     target = school.config.store.backup
-    if target.exists() and dt.date.fromtimestamp(target.stat().st_mtime) == today:
+    midnight = dt.datetime.combine(today, dt.time()).timestamp()
+    if not await school.store.backup_to(target, unless_from=midnight):
         return None
-    await school.store.backup_to(target)
     cutoff = time.time() - school.config.store.history_days * 86_400
     await school.store.journal.forget_history_before(cutoff)
     log.info("database backed up", backup=str(target))

@@ -59,6 +59,8 @@ def make_scheduler(config: Config, poll: Callable[[str], Awaitable[None]]) -> As
         jobs.append(("full", config.schedule.full_resync, None))
     for name, expr, first_run in jobs:
         gap_s = interval_s(expr)
+        # next_run_time=None would add the job paused: leave it out for "on the trigger".
+        first = {"next_run_time": first_run} if first_run is not None else {}
         scheduler.add_job(
             poll,
             trigger=trigger_from_crontab(expr, timezone=scheduler.timezone),
@@ -70,8 +72,8 @@ def make_scheduler(config: Config, poll: Callable[[str], Awaitable[None]]) -> As
             # APScheduler's default of 1 s silently skips a run after any loop stall.
             misfire_grace_time=max(1, int(gap_s)),
             jitter=max(1, min(60, int(gap_s * 0.02))),
-            next_run_time=first_run,
             replace_existing=True,
+            **first,
         )
     return scheduler
 

@@ -39,6 +39,9 @@ class SystemdNotifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never block the event loop: a receiver that stopped reading would freeze
+                # the whole daemon (its queue holds only about ten datagrams).
+                sock.setblocking(False)
                 sock.sendto(message.encode(), self._address)
         except OSError as err:
             if not self._warned:  # once: a broken socket would otherwise flood the log

@@ -94,8 +94,8 @@ class Store:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def backup_to(self, target: Path) -> None:
-        await self._database.backup_to(target)
+    async def backup_to(self, target: Path, *, unless_from: float | None = None) -> bool:
+        return await self._database.backup_to(target, unless_from=unless_from)
 
     # --- units of work -----------------------------------------------------------------------
 

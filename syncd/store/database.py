@@ -67,6 +67,7 @@ class Database:
         self.readonly = readonly
         self.backup = backup
         self._write_lock = asyncio.Lock()
+        self._backup_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -178,9 +179,19 @@ class Database:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
 
-    async def backup_to(self, target: Path) -> None:
+    async def backup_to(self, target: Path, *, unless_from: float | None = None) -> bool:
         """An online copy (SQLite's backup API) written beside ``target`` and renamed into place,
-        so a crash never leaves a half-written backup."""
+        so a crash never leaves a half-written backup. One at a time: two backups to one file
+        would wait on each other's lock for ever. ``unless_from``: skip (and return False) when
+        ``target`` was written at or after this time."""
+        async with self._backup_lock:
+            if unless_from is not None and target.exists():
+                if target.stat().st_mtime >= unless_from:
+                    return False
+            await self._backup(target)
+            return True
+
+    async def _backup(self, target: Path) -> None:
         partial = target.with_name(target.name + ".partial")
         try:
             partial.unlink(missing_ok=True)
