@@ -1,4 +1,4 @@
-"""Loading and validating ``syncd.toml`` (DESIGN "Configuration").
+"""Loading and validating ``syncd.toml`` (every key is documented in config/syncd.example.toml).
 
 Every problem becomes one :class:`~syncd.exceptions.ConfigError` naming the dotted key and what
 to do about it. Secret values may be written literally or as ``env:NAME``, ``file:/path`` or
@@ -239,7 +239,7 @@ class EpaasConfig(_Section):
     permanent_code: SecretStr
     page_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
-    # 文/理 per class, keyed by epaas class id: 1 = 文科, 2 = 理科 (seed 003 queryClassStatus.subject)
+    # 文/理 per class, keyed by epaas class id: 1 = 文科, 2 = 理科 (queryClassStatus.subject; docs/protocols.md)
     class_subjects: dict[str, int] = {}
 
     @field_validator("class_subjects")
@@ -424,7 +424,7 @@ def load_config(path: Path) -> Config:
 
 
 def config_path_from(cli_value: str | None) -> Path:
-    """``--config``, else ``$SYNCD_CONFIG``, else /etc/syncd/syncd.toml (DESIGN)."""
+    """``--config``, else ``$SYNCD_CONFIG``, else /etc/syncd/syncd.toml."""
     if cli_value:
         return Path(cli_value)
     env = os.environ.get("SYNCD_CONFIG")

@@ -55,7 +55,7 @@ class PayloadError(UpstreamError):
 
 
 class ApiError(SyncdError):
-    """A pull-API request we refuse, answered as ``{"code": code, "msg": msg}`` (seed 003 codes)."""
+    """A pull-API request we refuse, answered as ``{"code": code, "msg": msg}`` (codes in docs/protocols.md)."""
 
     def __init__(self, code: int, msg: str) -> None:
         self.code = code

@@ -1,4 +1,4 @@
-"""Chengjiyun's request signature (seed 003, appendix "签名参数sign生成说明").
+"""Chengjiyun's request signature (docs/protocols.md, "Sign").
 
 PHP reference: ``ksort($data); md5(urldecode(http_build_query($data)) . '&key=' . $key)``.
 ``urldecode`` undoes the encoding, so the string signed is the raw ``k=v&k=v`` text, UTF-8
