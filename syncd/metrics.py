@@ -5,6 +5,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "CYCLE_DURATION",
+    "DEAD_LETTERS",
+    "PUSH_ANSWERS",
     "CYCLES",
     "HELD_DELETIONS",
     "LAST_SUCCESS",
@@ -35,6 +38,24 @@ QUEUE_DEPTH = Gauge(
 )
 HELD_DELETIONS = Gauge(
     "syncd_held_deletions", "Deletions held by the [safety] limits", registry=REGISTRY
+)
+DEAD_LETTERS = Gauge(
+    "syncd_dead_letters",
+    "Operations Chengjiyun refused for good, waiting for the admin",
+    registry=REGISTRY,
+)
+CYCLE_DURATION = Histogram(
+    "syncd_cycle_duration_seconds",
+    "How long one source's poll, mapping and diff took",
+    ["source"],
+    registry=REGISTRY,
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+PUSH_ANSWERS = Counter(
+    "syncd_chengjiyun_answers",
+    "Requests to Chengjiyun by endpoint and answer (its code, HTTP status, or 'none')",
+    ["endpoint", "answer"],
+    registry=REGISTRY,
 )
 LAST_SUCCESS = Gauge(
     "syncd_last_success_timestamp_seconds",

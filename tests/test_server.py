@@ -223,12 +223,17 @@ async def test_metrics_parse_and_healthz(api: tuple[str, Store], tmp_path: Path)
         "syncd_operations",
         "syncd_queue_depth",
         "syncd_held_deletions",
+        "syncd_dead_letters",
+        "syncd_cycle_duration_seconds",
+        "syncd_chengjiyun_answers",
         "syncd_upstream_request_seconds",
     } <= names
 
     status, body, _ = await get(f"{base}/healthz")
     assert status == 200 and body["healthy"] is True
     assert body["sources"]["epaas"]["status"] == "waiting for first poll"
+    assert body["dead_letters"] == {"count": 0, "status": "ok"}
+    assert body["held_deletions"] == {"count": 0, "status": "ok"}
 
     await record_poll(store, "epaas", ok=True, error=None, now=time.time())
     status, body, _ = await get(f"{base}/healthz")

@@ -28,7 +28,7 @@ from syncd.clients.transport import (
 from syncd.config import Config
 from syncd.core.signing import sign
 from syncd.exceptions import PayloadError
-from syncd.metrics import UPSTREAM_LATENCY
+from syncd.metrics import PUSH_ANSWERS, UPSTREAM_LATENCY
 
 __all__ = [
     "ACCOUNT_REFUSED_CODES",
@@ -223,6 +223,10 @@ class ChengjiyunClient(SessionClient):
             result = PushResult(PushOutcome.TRANSIENT, None, failure.reason)
         finally:
             UPSTREAM_LATENCY.labels(service=SERVICE).observe(time.perf_counter() - started)
+        answer = result.code if result.code is not None else result.http_status
+        PUSH_ANSWERS.labels(
+            endpoint=endpoint, answer=str(answer) if answer is not None else "none"
+        ).inc()
         return result
 
     async def add_users(self, users: list[dict[str, Any]]) -> PushResult:

@@ -24,7 +24,7 @@ from syncd.cron import interval_s
 from syncd.engine.health import SourceHealth, StateChange
 from syncd.engine.polling import Poll, poll_source
 from syncd.log import get_logger
-from syncd.metrics import CYCLES, LAST_SUCCESS
+from syncd.metrics import CYCLE_DURATION, CYCLES, LAST_SUCCESS
 from syncd.store import Store
 
 __all__ = ["OnceFilter", "School", "backup_if_due", "run_cycle"]
@@ -102,6 +102,7 @@ async def run_cycle(
         )
         reports[source] = report = replace(report, duration_s=duration_s)
         CYCLES.labels(source=source, outcome=report.outcome).inc()
+        CYCLE_DURATION.labels(source=source).observe(duration_s)
         if write and source in school.health:
             error = "; ".join(poll.errors) or None
             await school.health[source].observe(

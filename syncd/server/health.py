@@ -11,7 +11,13 @@ from typing import Any
 
 from syncd.config import Config
 from syncd.cron import interval_s
-from syncd.metrics import HELD_DELETIONS, LAST_SUCCESS, QUEUE_DEPTH, SECONDS_SINCE_SUCCESS
+from syncd.metrics import (
+    DEAD_LETTERS,
+    HELD_DELETIONS,
+    LAST_SUCCESS,
+    QUEUE_DEPTH,
+    SECONDS_SINCE_SUCCESS,
+)
 from syncd.store import Store
 
 __all__ = ["SourceHealth", "health", "refresh_gauges", "stale_after_s"]
@@ -57,7 +63,16 @@ async def health(config: Config, store: Store, *, now: float) -> dict[str, Any]:
             "consecutive_failures": state.get("consecutive_failures", 0),
             "stale_after_s": limit,
         }
-    return {"healthy": healthy, "sources": sources, "queue": await store.queue_depth()}
+    dead = len(await store.dead_letters())
+    held = len(await store.held_deletions())
+    return {
+        "healthy": healthy,
+        "sources": sources,
+        "queue": await store.queue_depth(),
+        # Counts and states only: they need the admin, but restarting syncd would not help.
+        "dead_letters": {"count": dead, "status": "attention" if dead else "ok"},
+        "held_deletions": {"count": held, "status": "attention" if held else "ok"},
+    }
 
 
 async def refresh_gauges(config: Config, store: Store, *, now: float) -> None:
@@ -65,6 +80,7 @@ async def refresh_gauges(config: Config, store: Store, *, now: float) -> None:
     for kind in ("addUser", "updateUser", "classStatus", "deleteUser"):
         QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
     HELD_DELETIONS.set(len(await store.held_deletions()))
+    DEAD_LETTERS.set(len(await store.dead_letters()))
     for source, state in (await store.source_states()).items():
         if state.get("last_success_at"):
             LAST_SUCCESS.labels(source=source).set(state["last_success_at"])
