@@ -393,15 +393,24 @@ def _error_reason(error: Any) -> str:
 
 
 def parse_config(data: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document; raise ConfigError on the first problem."""
+    """Validate a parsed TOML document; raise ConfigError naming every problem (up to
+    ``MAX_PROBLEMS``), the first one first."""
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        first = err.errors(include_url=False, include_input=False)[0]
-        loc = tuple(
-            p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))
-        )
-        raise ConfigError(_error_key(loc), _error_reason(first)) from None
+        problems = [
+            (_error_key(tuple(p for p in e["loc"] if not _is_validator(p))), _error_reason(e))
+            for e in err.errors(include_url=False, include_input=False)[:MAX_PROBLEMS]
+        ]
+        (key, reason), *more = problems
+        raise ConfigError(key, reason, more=tuple(more)) from err
+
+
+MAX_PROBLEMS = 50  # a file with more has a bigger problem than its list
+
+
+def _is_validator(part: Any) -> bool:
+    return isinstance(part, str) and part.startswith("function-")
 
 
 def load_config(path: Path) -> Config:

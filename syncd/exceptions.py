@@ -26,10 +26,14 @@ class SyncdError(Exception):
 class ConfigError(SyncdError):
     """The configuration cannot be used. ``key`` is the dotted path of the offending key."""
 
-    def __init__(self, key: str, reason: str) -> None:
+    def __init__(self, key: str, reason: str, *, more: tuple[tuple[str, str], ...] = ()) -> None:
         self.key = key
         self.reason = reason
-        super().__init__(f"{key}: {reason}" if key else reason)
+        self.problems = ((key, reason), *more)  # every problem found, the first one first
+        text = f"{key}: {reason}" if key else reason
+        if more:
+            text += f" (and {len(more)} more problem(s): `syncd check-config` lists them all)"
+        super().__init__(text)
 
 
 class UpstreamError(SyncdError):

@@ -65,3 +65,28 @@ def test_progress_shows_done_total_rate_and_eta_on_one_line() -> None:
     lines = screen.getvalue().split("\r")[1:]
     assert len(lines) == 2 and "\n" not in screen.getvalue()
     assert "100/200 operations" in lines[1] and "/s" in lines[1] and "ETA" in lines[1]
+
+
+def test_sandbox_runs_the_fakes_for_trying_syncd_by_hand(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    sandbox = subprocess.Popen(
+        syncd_command("sandbox", "--pupils", "20", "--dir", str(tmp_path)),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+    )
+    try:
+        assert sandbox.stdout is not None
+        lines = [sandbox.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("sandbox running:") and "config:" in lines[1]
+        config = lines[1].split("config:", 1)[1].strip()
+        deadline = time.monotonic() + 60
+        result = run("--config", config, "--run-once")
+        assert time.monotonic() < deadline
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "sent: " in result.stdout and "addUser" in result.stdout
+    finally:
+        sandbox.send_signal(signal.SIGINT)
+        assert sandbox.wait(timeout=30) == 0

@@ -206,3 +206,14 @@ def test_defaults_and_sections() -> None:
     assert config.server.port == 8087
     assert str(config.store.path) == "/var/lib/syncd/syncd.db"
     assert config.chengjiyun.base_url == "https://chengjiyun.com"
+
+
+def test_check_config_reports_every_problem_at_once(tmp_path: Path) -> None:
+    result = run_cli("--config", str(EXAMPLE), "check-config")  # no secret in the environment
+    assert result.returncode == 2
+    problems = [line for line in result.stdout.splitlines() if "environment variable" in line]
+    assert len(problems) == len(EXAMPLE_SECRETS), result.stdout
+    for name in EXAMPLE_SECRETS:
+        assert name in result.stdout
+    assert f"{len(problems)} problem(s)" in result.stdout
+    assert "more problem(s): `syncd check-config` lists them all" in result.stderr

@@ -209,3 +209,6 @@ async def test_demo_runs_on_its_own() -> None:
     assert "== first sync ==" in result.stdout
     assert "deleteUser" in result.stdout
     assert "sent to Chengjiyun: nothing (no change)" in result.stdout
+    assert "is back at Chengjiyun: True" in result.stdout
+    assert "queryUsers?role=管理员: ep-t001, it-office" in result.stdout
+    assert '"studentList": ["cc-' in result.stdout and '"headTeacher": "ep-' in result.stdout

@@ -109,6 +109,8 @@ async def test_drift_at_chengjiyun_is_healed_and_a_full_reconcile_restores_it(
     assert sandbox.chengjiyun.users[f"cc-{renamed}"]["name"] == "Renamed Pupil"
     assert f"cc-{removed}" not in sandbox.chengjiyun.users, "a normal run does not see drift"
 
+    planned = json.loads((await run_syncd(config, "plan", "--full", "--json")).stdout)
+    assert planned["fullReconcile"]["addUser"] == len(sandbox.expected_user_ids())
     first_full = len(sandbox.chengjiyun.pushes)
     full = await run_syncd(config, "--run-once", "--full")
     assert full.returncode == 0, full.stdout + full.stderr

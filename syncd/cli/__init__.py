@@ -35,7 +35,9 @@ COMMANDS: dict[str, str] = {
     "exams": "syncd.cli.exams:list_exams_command",
     "delete-exam": "syncd.cli.exams:delete_exam_command",
     "demo": "syncd.cli.demo:demo_command",
+    "sandbox": "syncd.cli.demo:sandbox_command",
 }
+_NO_CONFIG = frozenset({"demo", "sandbox"})  # they make their own
 
 # Commands that run as a service log to stdout (journald); the others keep stdout for their own
 # output (plan --json, status --json) and log to stderr.
@@ -85,11 +87,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         parser.print_help(out)
         return int(ExitCode.USAGE)
     config: Config | None = None
-    if command != "demo":
+    if command not in _NO_CONFIG:
         path = config_path_from(args.config)
         try:
             config = load_config(path)
         except ConfigError as err:
+            if command == "check-config":
+                for key, reason in err.problems:
+                    out.write(
+                        redact(f"{path}: {key}: {reason}\n" if key else f"{path}: {reason}\n")
+                    )
+                out.write(f"{len(err.problems)} problem(s); nothing was started\n")
             return _fail(f"configuration error in {path}: {err}", ExitCode.USAGE)
     stream = sys.stdout if command in _SERVICE_COMMANDS else sys.stderr
     level = args.log_level or (config.log.level if config is not None else "info")

@@ -102,6 +102,12 @@ COMMAND_HELP: dict[str, CommandHelp] = {
         "Needs no configuration; everything runs on 127.0.0.1 in a temporary directory.",
         "syncd demo --pupils 300",
     ),
+    "sandbox": CommandHelp(
+        "start the three fakes on 127.0.0.1 and write a config pointing at them",
+        "For trying syncd by hand: run plan, --run-once or status against it in another "
+        "terminal. Runs until Ctrl-C.",
+        "syncd sandbox --dir /tmp/try-syncd",
+    ),
 }
 
 
@@ -175,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "serve")
     plan = _command(sub, "plan")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument(
+        "--full", action="store_true", help="also count what a full reconcile would re-send"
+    )
     status = _command(sub, "status")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     approve = _command(sub, "approve-deletes")
@@ -205,4 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--pupils", type=int, default=300, help="pupils in the generated school (default 300)"
     )
+    sandbox = _command(sub, "sandbox")
+    sandbox.add_argument(
+        "--pupils", type=int, default=300, help="pupils in the generated school (default 300)"
+    )
+    sandbox.add_argument("--dir", metavar="DIR", help="where to write the config and database")
     return parser

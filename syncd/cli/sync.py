@@ -80,13 +80,23 @@ async def plan_command(config: Config, args: argparse.Namespace, out: TextIO) ->
         report = await run_cycle(
             School(config, store), config.enabled_sources, command="plan", write=False
         )
+    # A full reconcile re-sends every unchanged user as addUser, besides the changes.
+    resend = sum(len(sr.diff.unchanged_ids) for sr in report.sources.values() if sr.diff)
     if getattr(args, "json", False):
-        out.write(json.dumps(plan_json(report), ensure_ascii=False, indent=2) + "\n")
+        answer = plan_json(report)
+        if args.full:
+            answer["fullReconcile"] = {"addUser": resend}
+        out.write(json.dumps(answer, ensure_ascii=False, indent=2) + "\n")
     else:
         paint = Palette(is_terminal(out) and not os.environ.get("NO_COLOR"))
         out.write(
             render_plan(report, delete_after_cycles=config.safety.delete_after_cycles, paint=paint)
         )
+        if args.full:
+            out.write(
+                f"--full: {resend} unchanged user(s) would be re-sent as addUser, "
+                "and the class statuses announced again\n"
+            )
     return ExitCode.FAILED if report.failed else ExitCode.OK
 
 
