@@ -13,9 +13,10 @@ def is_terminal(out: TextIO) -> bool:
 
 
 class Progress:
-    def __init__(self, out: TextIO, what: str = "sending") -> None:
+    def __init__(self, out: TextIO, what: str = "sending", *, unit: str = "operations") -> None:
         self._out = out
         self._what = what
+        self._unit = unit
         self._started = time.monotonic()
         self.shown = False
 
@@ -23,7 +24,9 @@ class Progress:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         rate = done / elapsed
         eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"
-        self._out.write(f"\r  {self._what}: {done}/{total} operations, {rate:.1f}/s, ETA {eta}   ")
+        self._out.write(
+            f"\r  {self._what}: {done}/{total} {self._unit}, {rate:.1f}/s, ETA {eta}   "
+        )
         self._out.flush()
         self.shown = True
 

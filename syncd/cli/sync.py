@@ -45,12 +45,18 @@ async def run_once_command(config: Config, args: argparse.Namespace, out: TextIO
         )
         async with store:
             school = School(config, store)
+            polling = (
+                Progress(out, "polling ClassCharts", unit="accounts") if is_terminal(out) else None
+            )
             report = await run_cycle(
                 school,
                 config.enabled_sources,
                 command="run-once",
                 full=getattr(args, "full", False),
+                progress=polling,
             )
+            if polling is not None:
+                polling.finish()
             out.write(render_cycle(report))
             progress = Progress(out) if is_terminal(out) else None
             async with client_from_config(config) as client:

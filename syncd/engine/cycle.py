@@ -22,12 +22,12 @@ from syncd.core.model import ADMIN_SOURCE
 from syncd.core.report import CycleReport, SourceReport
 from syncd.cron import interval_s
 from syncd.engine.health import SourceHealth, StateChange
-from syncd.engine.polling import Poll, poll_source
+from syncd.engine.polling import Poll, Progress, poll_source
 from syncd.log import get_logger
 from syncd.metrics import CYCLE_DURATION, CYCLES, LAST_SUCCESS
 from syncd.store import Store
 
-__all__ = ["OnceFilter", "School", "backup_if_due", "run_cycle"]
+__all__ = ["LogProgress", "OnceFilter", "School", "backup_if_due", "run_cycle"]
 
 log = get_logger(__name__)
 
@@ -47,6 +47,22 @@ class OnceFilter:
             del self._seen[next(iter(self._seen))]
         self._seen[message] = None
         return True
+
+
+class LogProgress:
+    """Progress of long work as a log line at most every ``interval_s`` (the daemon's first
+    sync of a large school takes minutes; silence looks like a hang)."""
+
+    def __init__(self, what: str, *, interval_s: float = 30.0) -> None:
+        self._what = what
+        self._interval_s = interval_s
+        self._last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval_s:
+            self._last = now
+            log.info("progress", work=self._what, done=done, total=total)
 
 
 class School:
@@ -78,18 +94,23 @@ async def run_cycle(
     write: bool = True,
     daemon: bool = False,
     full: bool = False,
+    progress: Progress | None = None,
 ) -> CycleReport:
     """Poll ``sources`` concurrently, diff each against the snapshot and (if ``write``) enqueue.
 
     ``daemon``: source failures are logged once per state change by the health objects, and a
     repeated warning about the same record only the first time. ``full``: a full reconcile
-    (every user Chengjiyun should hold is re-sent).
+    (every user Chengjiyun should hold is re-sent). ``progress``: told of ClassCharts
+    accounts polled, (done, total).
     """
     store, today = school.store, today or dt.date.today()
     cycle_id = await store.journal.begin_cycle(command) if write else 0
     started = time.monotonic()
     polled = await asyncio.gather(
-        *(poll_source(school.config, source, today, quiet=daemon) for source in sources)
+        *(
+            poll_source(school.config, source, today, quiet=daemon, progress=progress)
+            for source in sources
+        )
     )
     duration_s = time.monotonic() - started
     polls = await _with_admins(school, dict(zip(sources, polled, strict=True)))

@@ -30,7 +30,7 @@ from syncd.core.health import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
 from syncd.core.report import CycleReport
 from syncd.cron import interval_s, trigger_from_crontab
 from syncd.engine.alerting import SchoolAlerts
-from syncd.engine.cycle import School, backup_if_due, run_cycle
+from syncd.engine.cycle import LogProgress, School, backup_if_due, run_cycle
 from syncd.engine.drain import OutboxWorker, worker_from_config
 from syncd.engine.notify import SystemdNotifier, watchdog_loop
 from syncd.log import get_logger
@@ -107,7 +107,11 @@ class Daemon:
         self.alerts = alerts = SchoolAlerts(self.school, self.alerter)
         client = client_from_config(config)
         self.worker = worker = worker_from_config(
-            config, store, client, on_result=alerts.after_request
+            config,
+            store,
+            client,
+            on_result=alerts.after_request,
+            progress=LogProgress("sending to Chengjiyun"),
         )
         runner = None
         scheduler = None
@@ -220,7 +224,14 @@ class Daemon:
     async def _cycle(self, sources: list[str], *, full: bool) -> None:
         assert self.school is not None and self.worker is not None
         started = time.monotonic()
-        report = await run_cycle(self.school, sources, command="run", daemon=True, full=full)
+        report = await run_cycle(
+            self.school,
+            sources,
+            command="run",
+            daemon=True,
+            full=full,
+            progress=LogProgress("polling ClassCharts accounts"),
+        )
         self.worker.wake()
         self._log_cycle(report, time.monotonic() - started, full=full)
         if self.alerts is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from syncd.core.roster import load_roster
 from syncd.exceptions import ConfigError, SyncdError
 from syncd.log import get_logger
 
-__all__ = ["ACCOUNT_CONCURRENCY", "Poll", "poll_source"]
+__all__ = ["ACCOUNT_CONCURRENCY", "Poll", "Progress", "poll_source"]
 
 log = get_logger(__name__)
 
@@ -75,7 +76,12 @@ async def _poll_student(
         )
 
 
-async def poll_classcharts(config: Config, today: dt.date, *, quiet: bool) -> Poll:
+Progress = Callable[[int, int], None]  # (done, total), for a terminal line or a log line
+
+
+async def poll_classcharts(
+    config: Config, today: dt.date, *, quiet: bool, progress: Progress | None = None
+) -> Poll:
     """Every configured account, a few at a time over one shared connection pool."""
     section = config.classcharts
     assert section is not None
@@ -103,10 +109,18 @@ async def poll_classcharts(config: Config, today: dt.date, *, quiet: bool) -> Po
             for n, s in enumerate(section.students, start=1)
         ]
 
+        done = 0
+
         async def guarded(coroutine: Any) -> ClassChartsAccountPoll:
+            nonlocal done
             async with limit:
-                result: ClassChartsAccountPoll = await coroutine
-                return result
+                try:
+                    result: ClassChartsAccountPoll = await coroutine
+                    return result
+                finally:
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(accounts))
 
         results = await asyncio.gather(
             *(guarded(c) for _, _, c in accounts), return_exceptions=True
@@ -167,11 +181,18 @@ def _describe(err: BaseException) -> str:
     return f"unexpected {type(err).__name__}: {err}"
 
 
-async def poll_source(config: Config, source: str, today: dt.date, *, quiet: bool) -> Poll:
+async def poll_source(
+    config: Config,
+    source: str,
+    today: dt.date,
+    *,
+    quiet: bool,
+    progress: Progress | None = None,
+) -> Poll:
     """One source's poll; never raises for that source's own failures (configuration aside)."""
     try:
         if source == SourceName.CLASSCHARTS:
-            return await poll_classcharts(config, today, quiet=quiet)
+            return await poll_classcharts(config, today, quiet=quiet, progress=progress)
         return await poll_epaas(config, today)
     except ConfigError:
         raise
