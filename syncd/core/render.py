@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -197,8 +197,7 @@ def _grouped(items: Iterable[Mapping[str, Any]], key: str, ids: str, limit: int 
     return lines
 
 
-def render_status(status: Mapping[str, Any]) -> str:
-    """The ``status`` command's answer to "is it all right?", with what to do when it is not."""
+def _status_head(status: Mapping[str, Any]) -> list[str]:
     lines = [f"database: {status['database']}"]
     daemon = status.get("daemon")
     if daemon:
@@ -212,10 +211,14 @@ def render_status(status: Mapping[str, Any]) -> str:
     lines += ["", "users (last poll / acknowledged by Chengjiyun):"]
     for source, counts in status["users"].items():
         lines.append(f"  {source:<12} {counts['desired']} / {counts['acknowledged']}")
-    lines += ["", "sources:"]
-    if not status["sources"]:
+    return lines
+
+
+def _status_sources(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = ["", "sources:"]
+    if not sources:
         lines.append("  (no poll yet)")
-    for name, state in status["sources"].items():
+    for name, state in sources.items():
         line = (
             f"  {name:<12} {state['state']:<8} last success {when(state['last_success_at'])}, "
             f"last attempt {when(state['last_attempt_at'])}"
@@ -223,10 +226,12 @@ def render_status(status: Mapping[str, Any]) -> str:
         if state["consecutive_failures"]:
             line += f", {state['consecutive_failures']} failure(s) in a row: {state['last_error']}"
         lines.append(line)
-    lines += ["", "last cycles:"]
-    if not status["cycles"]:
-        lines.append("  (none)")
-    for cycle in status["cycles"]:
+    return lines
+
+
+def _status_cycles(cycles: Iterable[Mapping[str, Any]]) -> list[str]:
+    lines = ["", "last cycles:"]
+    for cycle in cycles:
         per_source = "; ".join(
             f"{source} {info['outcome']} (+{info['adds']} ~{info['updates']} -{info['deletes']}"
             + (f" held {info['held']}" if info["held"] else "")
@@ -237,22 +242,23 @@ def render_status(status: Mapping[str, Any]) -> str:
             f"  #{cycle['id']:<5} {when(cycle['started_at'])} {cycle['command']:<9} "
             f"{cycle['outcome'] or 'running'}: {per_source}"
         )
+    return lines if len(lines) > 2 else [*lines, "  (none)"]
+
+
+def _status_waiting(status: Mapping[str, Any]) -> list[str]:
+    """Queue, dead letters and what is held: each group with what to do about it."""
     queue: Mapping[str, int] = status["queue"]
-    by_kind = ", ".join(f"{n} {kind}" for kind, n in queue.items())
-    lines += [
-        "",
-        f"queue: {sum(queue.values())} operation(s) waiting" + (f" ({by_kind})" if queue else ""),
-    ]
+    by_kind = f" ({', '.join(f'{n} {kind}' for kind, n in queue.items())})" if queue else ""
+    lines = ["", f"queue: {sum(queue.values())} operation(s) waiting{by_kind}"]
     dead = status["dead_letters"]
     hint = " — requeue with `syncd retry-dead` once the cause is fixed" if dead else ""
-    lines += ["", f"dead letters: {len(dead)}{hint}"]
-    lines += _grouped(dead, "reason", "record_id")
+    lines += ["", f"dead letters: {len(dead)}{hint}", *_grouped(dead, "reason", "record_id")]
     held = status["held_deletions"]
     hint = " — review, then `syncd approve-deletes`" if held else ""
     lines += ["", f"held deletions: {len(held)}{hint}"]
-    approved = Counter(bool(item["approved"]) for item in held)
-    if approved[True]:
-        lines.append(f"  {approved[True]} approved: deleted on the next cycle of their source")
+    approved = sum(1 for item in held if item["approved"])
+    if approved:
+        lines.append(f"  {approved} approved: deleted on the next cycle of their source")
     lines += _grouped((item for item in held if not item["approved"]), "reason", "id")
     statuses = status.get("held_class_statuses")
     if statuses:
@@ -262,4 +268,15 @@ def render_status(status: Mapping[str, Any]) -> str:
             f"class statuses: a change removing {len(statuses['keys'])} of them is {state} — "
             f"{statuses['reason']}",
         ]
+    return lines
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """The ``status`` command's answer to "is it all right?", with what to do when it is not."""
+    lines = [
+        *_status_head(status),
+        *_status_sources(status["sources"]),
+        *_status_cycles(status["cycles"]),
+        *_status_waiting(status),
+    ]
     return "".join(line + "\n" for line in lines)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from syncd.config import Config
-from syncd.core.diff import diff_source
+from syncd.core.diff import AckedUser, SourceDiff, diff_source
 from syncd.core.kinds import SourceName, SourceOutcome
 from syncd.core.mapping import MappedSource, apply_admins_by_source
 from syncd.core.model import ADMIN_SOURCE
@@ -122,26 +122,36 @@ async def run_cycle(
             school, source, poll, elsewhere, write=write, daemon=daemon, full=full
         )
         reports[source] = report = replace(report, duration_s=duration_s)
-        CYCLES.labels(source=source, outcome=report.outcome).inc()
-        CYCLE_DURATION.labels(source=source).observe(duration_s)
-        if write and source in school.health:
-            error = "; ".join(poll.errors) or None
-            await school.health[source].observe(
-                report.outcome, error, time.time(), quiet=not daemon
-            )
-        if poll.mapped is not None:
-            LAST_SUCCESS.labels(source=source).set(time.time())
+        await _after_source(school, report, poll, write=write, daemon=daemon)
     cycle = CycleReport(reports)
     if write:
-        summaries = {s: r.summary() for s, r in reports.items()}
-        totals = {
-            key: sum(int(summary[key]) for summary in summaries.values())
-            for key in ("adds", "updates", "deletes", "held")
-        }
-        await store.journal.finish_cycle(
-            cycle_id, outcome=cycle.outcome, sources=summaries, counts=totals
-        )
+        await _journal(school.store, cycle_id, cycle)
     return cycle
+
+
+async def _after_source(
+    school: School, report: SourceReport, poll: Poll, *, write: bool, daemon: bool
+) -> None:
+    """Metrics and the source's health, once its part of the cycle is done."""
+    source = report.source
+    CYCLES.labels(source=source, outcome=report.outcome).inc()
+    CYCLE_DURATION.labels(source=source).observe(report.duration_s)
+    if write and source in school.health:
+        error = "; ".join(poll.errors) or None
+        await school.health[source].observe(report.outcome, error, time.time(), quiet=not daemon)
+    if poll.mapped is not None:
+        LAST_SUCCESS.labels(source=source).set(time.time())
+
+
+async def _journal(store: Store, cycle_id: int, cycle: CycleReport) -> None:
+    summaries = {s: r.summary() for s, r in cycle.sources.items()}
+    totals = {
+        key: sum(int(summary[key]) for summary in summaries.values())
+        for key in ("adds", "updates", "deletes", "held")
+    }
+    await store.journal.finish_cycle(
+        cycle_id, outcome=cycle.outcome, sources=summaries, counts=totals
+    )
 
 
 async def _with_admins(school: School, polls: dict[str, Poll]) -> dict[str, Poll]:
@@ -182,30 +192,7 @@ async def _diff_one(
             log.warning("record skipped or adjusted", source=source, detail=warning)
     store = school.store
     acknowledged = await store.snapshot.acknowledged(source)
-    is_epaas = source == SourceName.EPAAS
-    held_statuses = await store.snapshot.held_class_statuses() if is_epaas else None
-    diff = diff_source(
-        source=source,
-        desired=poll.mapped.users,
-        acknowledged=acknowledged,
-        complete=poll.complete,
-        failed_owners=poll.failed_owners,
-        approved_ids=await store.snapshot.approved_ids(source),
-        safety=school.config.safety,
-        desired_class_statuses=poll.mapped.class_statuses if is_epaas else None,
-        stored_class_statuses=await store.snapshot.stored_class_statuses(),
-        class_statuses_approved=bool(held_statuses and held_statuses["approved"]),
-        claimed_elsewhere=claimed_elsewhere,
-    )
-    for warning in diff.warnings:
-        log.warning("change cannot be sent as is", source=source, detail=warning)
-    if diff.held:
-        log.warning(
-            "deletions held by the [safety] limits; run `syncd approve-deletes` to release them",
-            source=source,
-            held=len(diff.held),
-            reason=diff.held[0][1],
-        )
+    diff = await _diff(school, source, poll.mapped, poll, acknowledged, claimed_elsewhere)
     if write:
         await store.commit_cycle(
             diff,
@@ -224,6 +211,43 @@ async def _diff_one(
         diff=diff,
         acknowledged=acknowledged,
     )
+
+
+async def _diff(
+    school: School,
+    source: str,
+    mapped: MappedSource,
+    poll: Poll,
+    acknowledged: Mapping[str, AckedUser],
+    claimed_elsewhere: set[str],
+) -> SourceDiff:
+    """The pure diff, fed from the snapshot, with what it found worth saying logged."""
+    snapshot = school.store.snapshot
+    is_epaas = source == SourceName.EPAAS
+    held_statuses = await snapshot.held_class_statuses() if is_epaas else None
+    diff = diff_source(
+        source=source,
+        desired=mapped.users,
+        acknowledged=acknowledged,
+        complete=poll.complete,
+        failed_owners=poll.failed_owners,
+        approved_ids=await snapshot.approved_ids(source),
+        safety=school.config.safety,
+        desired_class_statuses=mapped.class_statuses if is_epaas else None,
+        stored_class_statuses=await snapshot.stored_class_statuses(),
+        class_statuses_approved=bool(held_statuses and held_statuses["approved"]),
+        claimed_elsewhere=claimed_elsewhere,
+    )
+    for warning in diff.warnings:
+        log.warning("change cannot be sent as is", source=source, detail=warning)
+    if diff.held:
+        log.warning(
+            "deletions held by the [safety] limits; run `syncd approve-deletes` to release them",
+            source=source,
+            held=len(diff.held),
+            reason=diff.held[0][1],
+        )
+    return diff
 
 
 async def backup_if_due(school: School, report: CycleReport, *, today: dt.date) -> Path | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from syncd.clients.classcharts import ClassChartsPool
 from syncd.clients.epaas import EpaasClient, fetch_school
-from syncd.config import Config, EpaasConfig
+from syncd.config import ClassChartsConfig, Config, EpaasConfig
 from syncd.core.kinds import SourceName
 from syncd.core.mapping import (
     ClassChartsAccountPoll,
@@ -79,52 +79,63 @@ async def _poll_student(
 Progress = Callable[[int, int], None]  # (done, total), for a terminal line or a log line
 
 
+_Account = tuple[str, str, Any]  # (label for messages, account key, the poll coroutine)
+
+
+def _accounts(section: ClassChartsConfig, pool: ClassChartsPool, key: str) -> list[_Account]:
+    parents = [
+        (
+            f"parent account {p.email}",
+            parent_account_key(p.email),
+            _poll_parent(pool, p.email, p.password.reveal()),
+        )
+        for p in section.parents
+    ]
+    students = [
+        (
+            f"student account #{n}",
+            student_account_key(s.code.reveal(), key),
+            _poll_student(pool, s.code.reveal(), s.dob.reveal(), key),
+        )
+        for n, s in enumerate(section.students, start=1)
+    ]
+    return parents + students
+
+
+async def _poll_all(
+    accounts: list[_Account], progress: Progress | None
+) -> list[ClassChartsAccountPoll | BaseException]:
+    """At most ACCOUNT_CONCURRENCY logins at once; each account's failure is its own."""
+    limit, done = asyncio.Semaphore(ACCOUNT_CONCURRENCY), 0
+
+    async def guarded(coroutine: Any) -> ClassChartsAccountPoll:
+        nonlocal done
+        async with limit:
+            try:
+                result: ClassChartsAccountPoll = await coroutine
+                return result
+            finally:
+                done += 1
+                if progress is not None:
+                    progress(done, len(accounts))
+
+    return await asyncio.gather(*(guarded(c) for _, _, c in accounts), return_exceptions=True)
+
+
 async def poll_classcharts(
     config: Config, today: dt.date, *, quiet: bool, progress: Progress | None = None
 ) -> Poll:
     """Every configured account, a few at a time over one shared connection pool."""
     section = config.classcharts
     assert section is not None
-    key = config.chengjiyun.key.reveal()
-    limit = asyncio.Semaphore(ACCOUNT_CONCURRENCY)
     async with ClassChartsPool(
         base_url=section.base_url,
         timeout_s=section.timeout_s,
         connections=ACCOUNT_CONCURRENCY,
         max_response_bytes=config.chengjiyun.max_response_bytes,
     ) as pool:
-        accounts: list[tuple[str, str, Any]] = [
-            (
-                f"parent account {p.email}",
-                parent_account_key(p.email),
-                _poll_parent(pool, p.email, p.password.reveal()),
-            )
-            for p in section.parents
-        ] + [
-            (
-                f"student account #{n}",
-                student_account_key(s.code.reveal(), key),
-                _poll_student(pool, s.code.reveal(), s.dob.reveal(), key),
-            )
-            for n, s in enumerate(section.students, start=1)
-        ]
-
-        done = 0
-
-        async def guarded(coroutine: Any) -> ClassChartsAccountPoll:
-            nonlocal done
-            async with limit:
-                try:
-                    result: ClassChartsAccountPoll = await coroutine
-                    return result
-                finally:
-                    done += 1
-                    if progress is not None:
-                        progress(done, len(accounts))
-
-        results = await asyncio.gather(
-            *(guarded(c) for _, _, c in accounts), return_exceptions=True
-        )
+        accounts = _accounts(section, pool, config.chengjiyun.key.reveal())
+        results = await _poll_all(accounts, progress)
     polls: list[ClassChartsAccountPoll] = []
     failed: set[str] = set()
     errors: list[str] = []
