@@ -198,7 +198,10 @@ class Daemon:
 
     async def _poll(self, name: str) -> None:
         """One scheduled poll of a source (or the full reconcile), skipped while paused."""
-        if self._stop.is_set() or self._paused_today():
+        if self._stop.is_set():
+            return
+        if self._paused_today():
+            log.debug("poll skipped inside a pause range", job=name)
             return
         task = asyncio.current_task()
         assert task is not None
