@@ -30,8 +30,8 @@ from syncd.engine.drain import worker_from_config
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.sandbox.epaas import FakeEpaas
+from syncd.sandbox.school import COURSE_ONLY_TEACHER, generate_school, populate, write_config
 from syncd.sandbox.school import School as FakeSchool
-from syncd.sandbox.school import generate_school, populate, write_config
 from syncd.server.app import listening_port, start_server
 from syncd.store import Store
 
@@ -170,6 +170,11 @@ async def demo_command(args: argparse.Namespace, out: TextIO) -> int:
                 "  Chengjiyun now holds: "
                 + ", ".join(f"{roles[r]} {r}" for r in ROLES if roles[r])
                 + "\n"
+            )
+            art = f"ep-{COURSE_ONLY_TEACHER[0]}"
+            out.write(
+                f"  {art} teaches only a 课程班 and is a 教师 all the same: "
+                f"{art in chengjiyun.users}\n"
             )
 
             pupil_id = next(iter(school.pupils))

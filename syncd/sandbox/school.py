@@ -55,6 +55,8 @@ GIVEN = [
 SUBJECTS = ["语文", "数学", "英语", "物理", "化学", "生物", "历史", "地理", "政治"]
 CHINESE = ["一", "二", "三", "四", "五", "六", "七", "八", "九", "十", "十一", "十二"]
 PARENT_PASSWORD = "sandbox-parent-password"
+# A teacher of the 课程班 alone: still a 教师 user, in no class status.
+COURSE_ONLY_TEACHER = ("art-only", "美术老师")
 STUDENT_DOB = "01/09/2012"
 
 
@@ -146,6 +148,9 @@ def populate(school: School, classcharts: FakeClassCharts, epaas: FakeEpaas) -> 
         )
         for userid, (kind, subjects) in klass.teachers.items():
             epaas.assign(klass.id, userid, kind, subjects)
+    course = next(k for k in school.classes if k.department_type != 1)
+    epaas.add_teacher(*COURSE_ONLY_TEACHER)
+    epaas.assign(course.id, COURSE_ONLY_TEACHER[0], 4, ["美术"])
 
 
 def write_config(
