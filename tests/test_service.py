@@ -89,7 +89,23 @@ async def test_run_syncs_serves_and_stops_cleanly_on_sigterm(
         assert {u["id"] for u in body["data"]} == {u for u in expected if u.startswith("ep-")}
         assert health["healthy"] is True and set(health["sources"]) == {"classcharts", "epaas"}
         await wait_for(lambda: "WATCHDOG=1" in drain_notify())
+        status = await asyncio.create_subprocess_exec(
+            *syncd_command("--config", str(config), "status"),
+            stdout=asyncio.subprocess.PIPE,
+            env=subprocess_env(),
+        )
+        shown = (await status.communicate())[0].decode()
+        assert f"syncing process: pid {process.pid} (run)" in shown, shown
+        assert "next poll" in shown and status.returncode == 0
+        locked = await asyncio.create_subprocess_exec(
+            *syncd_command("--config", str(config), "--run-once"),
+            stderr=asyncio.subprocess.PIPE,
+            env=subprocess_env(),
+        )
+        refusal = (await locked.communicate())[1].decode()
+        assert locked.returncode == 75 and f"pid {process.pid}" in refusal
 
+        drain_notify()  # room in the socket's queue (about ten datagrams) for STOPPING=1
         process.send_signal(signal.SIGTERM)
         stdout, _ = await asyncio.wait_for(process.communicate(), timeout=30)
     finally:

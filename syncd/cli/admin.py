@@ -18,6 +18,7 @@ from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config, masked
 from syncd.core.kinds import SourceState
 from syncd.core.render import render_status, when
+from syncd.cron import trigger_from_crontab
 from syncd.engine.lock import SyncLock, read_holder
 from syncd.store import Store
 
@@ -47,6 +48,7 @@ async def _status(config: Config) -> dict[str, Any]:
             "held_class_statuses": await store.snapshot.held_class_statuses(),
             "users": await store.snapshot.user_counts(),
         }
+    status["next_poll"] = _next_polls(config) if status["daemon"] else {}
     failing = any(s["state"] != SourceState.OK for s in status["sources"].values())
     status["healthy"] = not (
         failing
@@ -55,6 +57,18 @@ async def _status(config: Config) -> dict[str, Any]:
         or status["held_class_statuses"]
     )
     return status
+
+
+def _next_polls(config: Config) -> dict[str, float]:
+    """When the running daemon polls each source next, by its crontab (back-off aside)."""
+    now = dt.datetime.now().astimezone()
+    polls = {}
+    for source in config.enabled_sources:
+        trigger = trigger_from_crontab(getattr(config.schedule, source), timezone=now.tzinfo)
+        fire = trigger.get_next_fire_time(None, now)
+        if fire is not None:
+            polls[source] = fire.timestamp()
+    return polls
 
 
 async def status_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:

@@ -214,7 +214,9 @@ def _status_head(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _status_sources(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _status_sources(
+    sources: Mapping[str, Mapping[str, Any]], next_poll: Mapping[str, float]
+) -> list[str]:
     lines = ["", "sources:"]
     if not sources:
         lines.append("  (no poll yet)")
@@ -223,6 +225,8 @@ def _status_sources(sources: Mapping[str, Mapping[str, Any]]) -> list[str]:
             f"  {name:<12} {state['state']:<8} last success {when(state['last_success_at'])}, "
             f"last attempt {when(state['last_attempt_at'])}"
         )
+        if name in next_poll:
+            line += f", next poll {when(next_poll[name])}"
         if state["consecutive_failures"]:
             line += f", {state['consecutive_failures']} failure(s) in a row: {state['last_error']}"
         lines.append(line)
@@ -275,7 +279,7 @@ def render_status(status: Mapping[str, Any]) -> str:
     """The ``status`` command's answer to "is it all right?", with what to do when it is not."""
     lines = [
         *_status_head(status),
-        *_status_sources(status["sources"]),
+        *_status_sources(status["sources"], status.get("next_poll", {})),
         *_status_cycles(status["cycles"]),
         *_status_waiting(status),
     ]

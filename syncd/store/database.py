@@ -196,8 +196,15 @@ class Database:
         try:
             partial.unlink(missing_ok=True)
             os.close(os.open(partial, os.O_CREAT | os.O_WRONLY, 0o600))
-            async with aiosqlite.connect(partial) as copy:
-                await self._conn.backup(copy)
+            # From a connection of its own: backing up through the writer connection while it
+            # holds a transaction makes SQLite answer "locked", and Python's backup() retries
+            # that for ever on the very thread the transaction needs to finish.
+            source_uri = f"file:{self.path}?mode=ro"
+            async with (
+                aiosqlite.connect(source_uri, uri=True) as source,
+                aiosqlite.connect(partial) as copy,
+            ):
+                await source.backup(copy)
             os.replace(partial, target)
         except (sqlite3.Error, OSError) as err:
             partial.unlink(missing_ok=True)
