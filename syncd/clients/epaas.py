@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -86,6 +86,9 @@ class _DepartmentInfo(UpstreamRecord):
     campus_name: str | None = None
 
     _grade_name = field_validator("grade_name", mode="before")(_first_if_list)
+
+
+_Info = TypeVar("_Info", bound="_DepartmentInfo")
 
 
 class TeacherClass(_DepartmentInfo):
@@ -363,19 +366,13 @@ class EpaasClient(SessionClient):
         full_path: bool = True,
         department_info: bool = True,
     ) -> list[TeacherClass]:
-        data = await self._call(
+        return await self._person_classes(
             "teacher/class/list",
-            "GET",
-            "teacher/class/list",
-            params={
-                "teacher_userid": teacher_userid,
-                "department_type": department_type,
-                "full_path": int(full_path),
-                "department_info": int(department_info),
-            },
-        )
-        return _parse_list(
-            "teacher/class/list", data.get("departments", []), TeacherClass, self.warnings
+            TeacherClass,
+            {"teacher_userid": teacher_userid},
+            department_type,
+            full_path,
+            department_info,
         )
 
     async def list_class_teachers(self, department_id: int) -> list[ClassTeacherRecord]:
@@ -397,20 +394,33 @@ class EpaasClient(SessionClient):
         full_path: bool = True,
         department_info: bool = True,
     ) -> list[StudentClass]:
-        data = await self._call(
+        return await self._person_classes(
             "student/class/list",
-            "GET",
-            "student/class/list",
-            params={
-                "userid": userid,
-                "department_type": department_type,
-                "full_path": int(full_path),
-                "department_info": int(department_info),
-            },
+            StudentClass,
+            {"userid": userid},
+            department_type,
+            full_path,
+            department_info,
         )
-        return _parse_list(
-            "student/class/list", data.get("departments", []), StudentClass, self.warnings
-        )
+
+    async def _person_classes(
+        self,
+        call: str,
+        model: type[_Info],
+        person: dict[str, str],
+        department_type: int,
+        full_path: bool,
+        department_info: bool,
+    ) -> list[_Info]:
+        """The classes of one teacher or one student: the two calls differ only in the id."""
+        params = {
+            **person,
+            "department_type": department_type,
+            "full_path": int(full_path),
+            "department_info": int(department_info),
+        }
+        data = await self._call(call, "GET", call, params=params)
+        return _parse_list(call, data.get("departments", []), model, self.warnings)
 
     async def _batch(
         self, call: str, department_id: int, teachers: Sequence[dict[str, Any]]
