@@ -24,6 +24,7 @@ import aiohttp
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config, load_config
 from syncd.core.model import ROLES
+from syncd.core.render import source_label
 from syncd.core.signing import signed_query
 from syncd.engine.cycle import School, run_cycle
 from syncd.engine.drain import worker_from_config
@@ -94,7 +95,7 @@ async def _sync(
             await worker_from_config(config, store, client).drain()
     for source, sr in report.sources.items():
         classes = f", {sr.classes} classes" if source == "epaas" else ""
-        out.write(f"  {source}: {sr.outcome}, {sr.users} users{classes}\n")
+        out.write(f"  {source_label(source)}: {sr.outcome}, {sr.users} users{classes}\n")
         for warning in sr.warnings:
             out.write(f"    warning: {warning}\n")
     pushes = chengjiyun.pushes[before:]

@@ -9,6 +9,7 @@ from typing import Any
 
 from syncd.core.diff import SourceDiff
 from syncd.core.kinds import SourceOutcome
+from syncd.core.model import ADMIN_SOURCE
 from syncd.core.report import CycleReport, DrainReport, SourceReport
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "render_drain",
     "render_plan",
     "render_status",
+    "source_label",
     "when",
 ]
 
@@ -64,9 +66,15 @@ def _counts(diff: SourceDiff | None) -> tuple[int, int, int, int]:
 # --- a cycle (--run-once) --------------------------------------------------------------------
 
 
+def source_label(source: str) -> str:
+    """A source as the admin reads it; ``config`` holds the admins of ``[[admins]]``."""
+    return "config ([[admins]] of their own)" if source == ADMIN_SOURCE else source
+
+
 def render_cycle(report: CycleReport) -> str:
     lines: list[str] = []
-    for source, sr in report.sources.items():
+    for name, sr in report.sources.items():
+        source = source_label(name)
         adds, updates, deletes, held = _counts(sr.diff)
         if sr.outcome is SourceOutcome.FAILED:
             lines.append(f"{source}: FAILED — nothing sent or deleted for it this cycle")
