@@ -549,3 +549,13 @@ async def test_the_notify_is_never_in_flight_twice(store: Store) -> None:
     assert [row.kind for row in notify.batch] == ["classStatus"]
     again = await store.claim(10, in_flight=notify.batch)
     assert again.batch == () and again.wait_s == IN_FLIGHT_WAIT_S
+
+
+async def test_a_requeued_copy_of_a_row_in_flight_waits_for_its_answer(store: Store) -> None:
+    await enqueue(store, pupils(3))
+    first = await store.claim(2)
+    await enqueue(store, pupils(3))  # a cycle re-queues everything while the request is out
+    later = await store.claim(2, in_flight=first.batch)
+    assert [row.record_id for row in later.batch] == ["cc-2"]
+    held = await store.claim(2, in_flight=first.batch + later.batch)
+    assert held.batch == () and held.wait_s == IN_FLIGHT_WAIT_S

@@ -4,13 +4,22 @@ Order within a drain is addUser → updateUser → classStatus (one notify) → 
 a kind is acknowledged or dead-lettered before the next kind starts, so a class status never
 names a teacher Chengjiyun has not been told about, and deletions go last.
 
+Up to ``max_in_flight`` requests are on the wire at once, so a distant Chengjiyun still gets the
+configured ``requests_per_second``: one at a time, a 100 ms round trip caps the drain at 10
+requests/s whatever the rate. Each request takes a token from the bucket before it leaves. A
+batch is claimed whenever a slot is free and the current kind has due rows not already in
+flight; a kind with a request unanswered holds back the kinds after it. The window is one
+request until a request of the drain is acknowledged (and again after a transient failure), so
+a wrong key or an outage is met with one request at a time.
+
 What each answer does (docs/protocols.md has the codes):
 
-* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction, so a
-  SIGKILL at any moment re-sends at most the batch in flight;
-* the whole account refused (wrong key, platform, orgId, clock, IP): the drain stops after that
-  one request, nothing is dead-lettered, everything stays queued, and the report names the
-  likely cause;
+* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction per
+  request as its answer arrives, so a SIGKILL at any moment re-sends at most the requests in
+  flight;
+* the whole account refused (wrong key, platform, orgId, clock, IP): nothing more is claimed,
+  the requests in flight are answered, nothing is dead-lettered, everything else stays queued,
+  and the report names the likely cause;
 * transient (unreachable, timeout, 5xx, 429, busy codes): the batch backs off (capped at
   ``retry_max_s``, ``Retry-After`` honoured up to that) and is never dead-lettered;
 * one record refused: the batch is split to isolate it; only that record is dead-lettered;
@@ -124,7 +133,7 @@ class OutboxWorker:
     ) -> DrainReport:
         """Send until the outbox is empty, the account is refused, ``stop`` is set or
         ``timeout_s`` has passed; whatever is not acknowledged stays queued. The requests in
-        flight when it ends are answered (and their answers recorded) first."""
+        flight then are answered (and their answers recorded) before it returns."""
         if self._limiter is None:
             # One token every 1/rate seconds and no burst: the pace the admin configured.
             self._limiter = AsyncLimiter(1, 1.0 / self._rate)
@@ -171,7 +180,8 @@ class OutboxWorker:
         while True:
             wait_s: float | None = None
             nothing_left = False
-            while len(in_flight) < window.size and not self._stopping(report, stop, deadline):
+            # Stopping is checked first, so a full window still notices stop and the deadline.
+            while not self._stopping(report, stop, deadline) and len(in_flight) < window.size:
                 rows_in_flight = [row for rows in in_flight.values() for row in rows]
                 claim = await self._store.claim(self._batch_size, in_flight=rows_in_flight)
                 if claim.empty:
@@ -180,10 +190,7 @@ class OutboxWorker:
                 if not claim.batch:
                     wait_s = claim.wait_s
                     break
-                await self._limiter.acquire()
-                if self._stopping(report, stop, deadline):
-                    break  # claimed, never sent: the rows simply stay queued
-                task = asyncio.create_task(self._send(claim, report, window, paced=False))
+                task = asyncio.create_task(self._send(claim, report, window))
                 in_flight[task] = claim.batch
             if not in_flight and (nothing_left or report.stopped is not None):
                 return
@@ -237,11 +244,7 @@ class OutboxWorker:
         for kind in KIND_ORDER:
             QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
 
-    async def _request(self, rows: tuple[QueuedOperation, ...], *, paced: bool) -> PushResult:
-        """One request; ``paced``: take a token first (the drain loop took it otherwise)."""
-        assert self._limiter is not None
-        if paced:
-            await self._limiter.acquire()
+    async def _request(self, rows: tuple[QueuedOperation, ...]) -> PushResult:
         kind = rows[0].kind
         payloads = [row.payload for row in rows]
         if kind is OperationKind.ADD:
@@ -252,13 +255,20 @@ class OutboxWorker:
             return await self._client.delete_users(payloads)
         return await self._client.notify_class_status()
 
-    async def _send(
-        self, claim: Claim, report: DrainReport, window: _Window, *, paced: bool = True
-    ) -> int:
-        """Send one batch (splitting it on a record-level refusal); return how many finished."""
+    async def _send(self, claim: Claim, report: DrainReport, window: _Window) -> int:
+        """Send one batch (splitting it on a record-level refusal); return how many finished.
+
+        The token is taken here, not by the claiming loop, so a slow claim never delays a token
+        that is due: a claimed batch waits for its token in the window. One whose token comes
+        after the drain began stopping is not sent; its rows stay queued.
+        """
+        assert self._limiter is not None
+        await self._limiter.acquire()
+        if report.stopped is not None:
+            return 0
         rows = claim.batch
         kind = rows[0].kind
-        result = await self._request(rows, paced=paced)
+        result = await self._request(rows)
         report.requests += 1
         if self._on_result is not None:
             await self._on_result(result)
@@ -287,13 +297,11 @@ class OutboxWorker:
         if len(rows) > 1:
             # Isolate the bad record: each half goes on its own, the good ones still get through.
             middle = len(rows) // 2
-            first = await self._send(
-                Claim(batch=rows[:middle], digest=claim.digest), report, window
-            )
-            if report.stopped == DrainStop.REFUSED:
-                return first
+            # Either half is not sent once the drain is stopping (a refusal, stop, the deadline).
+            first = Claim(batch=rows[:middle], digest=claim.digest)
             second = Claim(batch=rows[middle:], digest=claim.digest)
-            return first + await self._send(second, report, window)
+            done = await self._send(first, report, window)
+            return done + await self._send(second, report, window)
         if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.UPDATE and rows[0].record:
             # Someone removed the user at Chengjiyun: heal by adding the whole record again.
             user = User.from_json(json.loads(rows[0].record))
