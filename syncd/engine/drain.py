@@ -6,9 +6,10 @@ names a teacher Chengjiyun has not been told about, and deletions go last.
 
 Up to ``max_in_flight`` requests are on the wire at once, so a distant Chengjiyun still gets the
 configured ``requests_per_second``: one at a time, a 100 ms round trip caps the drain at 10
-requests/s whatever the rate. Each request takes a token from the bucket before it leaves. A
-batch is claimed whenever a slot is free and the current kind has due rows not already in
-flight; a kind with a request unanswered holds back the kinds after it. The window is one
+requests/s whatever the rate. The window counts the batches claimed and not yet answered,
+those still waiting for their token from the bucket included, so the bucket, not the claiming,
+sets the pace. A batch is claimed whenever a slot is free and the current kind has due rows not
+already in flight; a kind with a request unanswered holds back the kinds after it. The window is one
 request until a request of the drain is acknowledged (and again after a transient failure), so
 a wrong key or an outage is met with one request at a time.
 
