@@ -559,3 +559,21 @@ async def test_a_requeued_copy_of_a_row_in_flight_waits_for_its_answer(store: St
     assert [row.record_id for row in later.batch] == ["cc-2"]
     held = await store.claim(2, in_flight=first.batch + later.batch)
     assert held.batch == () and held.wait_s == IN_FLIGHT_WAIT_S
+
+
+async def test_the_deadline_ends_the_drain_once_the_requests_in_flight_are_answered(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    fake.faults.add("delay", times=None, value=0.3)
+    await enqueue(store, pupils(40))
+    w, client = wide_worker(store, fake, max_in_flight=4)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await w.drain(timeout_s=0.5)  # the window is full when the deadline passes
+    elapsed_s = loop.time() - started
+    await client.close()
+    acknowledged = len(fake.accepted("addUser"))
+    assert report.stopped == DrainStop.TIMEOUT and elapsed_s < 1.2, elapsed_s
+    assert report.requests == acknowledged == report.sent["addUser"] == len(fake.pushes)
+    assert 1 < acknowledged <= 1 + 4 + 4 and report.remaining == 40 - acknowledged
+    assert len(await store.served_users()) == acknowledged
