@@ -577,3 +577,34 @@ async def test_the_deadline_ends_the_drain_once_the_requests_in_flight_are_answe
     assert report.requests == acknowledged == report.sent["addUser"] == len(fake.pushes)
     assert 1 < acknowledged <= 1 + 4 + 4 and report.remaining == 40 - acknowledged
     assert len(await store.served_users()) == acknowledged
+
+
+async def test_a_cancelled_drain_with_requests_in_flight_resends_only_those(
+    tmp_path: Path, fake: FakeChengjiyun
+) -> None:
+    path = tmp_path / "crash.db"
+    store = await Store.open(path)
+    await enqueue(store, pupils(40))
+    fake.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.2)
+    w, client = wide_worker(store, fake, max_in_flight=8, batch_size=2)
+    task = asyncio.create_task(w.drain())
+    while len(fake.accepted("addUser")) < 3:  # noqa: ASYNC110 - polling a fake
+        await asyncio.sleep(0.01)
+    task.cancel()  # as a SIGKILL would, with the window open
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await client.close()
+    await store.close()
+    fake.faults.clear()
+    await asyncio.sleep(0.3)  # requests the fake was still delaying arrive now
+
+    reopened = await Store.open(path)
+    w, client = wide_worker(reopened, fake, max_in_flight=8, batch_size=2)
+    await w.drain()
+    await client.close()
+    twice = [user_id for user_id, count in fake.add_count.items() if count > 1]
+    assert set(fake.users) == set(pupils(40)) and max(fake.add_count.values()) <= 2
+    assert len(twice) <= 8 * 2, "at most the requests in flight are sent again"
+    assert {u["id"] for u in await reopened.served_users()} == set(pupils(40))
+    assert await reopened.queue_depth() == {}
+    await reopened.close()
