@@ -149,6 +149,8 @@ class ChengjiyunConfig(_Section):
     org_id: str = Field(min_length=1)
     requests_per_second: float = Field(default=5.0, gt=0, le=1000)
     batch_size: int = Field(default=100, ge=1, le=1000)
+    # Requests sent and not yet answered at once; 1 sends one at a time.
+    max_in_flight: int = Field(default=16, ge=1, le=256)
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     # Accepted for old configs and ignored: a transient failure is retried until it succeeds
     # (or, in --run-once, until drain_timeout_s), never dead-lettered.

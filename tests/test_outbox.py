@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from syncd.clients.chengjiyun import ChengjiyunClient
+from syncd.clients.transport import make_session
 from syncd.config import SafetyConfig
 from syncd.core.diff import SourceDiff, diff_source
 from syncd.core.model import ClassStatus, User
 from syncd.engine.drain import DrainStop, OutboxWorker, backoff_s
+from syncd.sandbox.base import RecordedRequest
 from syncd.sandbox.chengjiyun import FakeChengjiyun
-from syncd.store import Store
+from syncd.store import IN_FLIGHT_WAIT_S, Store
 
 
 @pytest.fixture
@@ -320,3 +325,286 @@ def test_backoff_is_full_jitter_under_the_cap(attempts: int) -> None:
     values = [backoff_s(attempts, base_s=1.0, max_s=60.0, rng=rng) for _ in range(200)]
     assert all(0 <= v <= min(60.0, 2.0**attempts) for v in values)
     assert max(values) > 0.5 * min(60.0, 2.0**attempts)
+
+
+# --- several requests in flight ------------------------------------------------------------------
+
+
+class WideClient(ChengjiyunClient):
+    """The client with one connection per request in flight (its stock pool holds 4)."""
+
+    def __init__(self, *, connections: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._connections = connections
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = make_session(
+                timeout_s=self._timeout_s, connections_per_host=self._connections
+            )
+        return self._session
+
+
+def wide_worker(
+    store: Store, fake: FakeChengjiyun, *, max_in_flight: int, key: str | None = None, **kwargs: Any
+) -> tuple[OutboxWorker, ChengjiyunClient]:
+    client = WideClient(
+        connections=max_in_flight,
+        base_url=fake.base_url,
+        platform=fake.platform,
+        key=key or fake.key,
+        org_id=fake.org_id,
+    )
+    options: dict[str, Any] = {
+        "batch_size": 1,
+        "requests_per_second": 500,
+        "retry_base_s": 0.01,
+        "retry_max_s": 0.05,
+        "rng": random.Random(1),
+        "max_in_flight": max_in_flight,
+    }
+    options.update(kwargs)
+    return OutboxWorker(store, client, **options), client
+
+
+class ArrivalTimes(list[RecordedRequest]):
+    """The fake's request log, noting when each request arrived (before any injected delay)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    def append(self, request: RecordedRequest) -> None:
+        self.at.append(time.time())
+        super().append(request)
+
+    def arrivals(self, suffix: str) -> list[float]:
+        return [
+            at for request, at in zip(self, self.at, strict=True) if request.path.endswith(suffix)
+        ]
+
+
+async def test_requests_overlap_under_latency(store: Store, fake: FakeChengjiyun) -> None:
+    fake.faults.add("delay", times=None, value=0.1)
+    await enqueue(store, pupils(40))
+    w, client = wide_worker(store, fake, max_in_flight=8)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await w.drain()
+    elapsed_s = loop.time() - started
+    await client.close()
+    single_flight_s = 40 * 0.1  # one request at a time cannot do better
+    assert report.requests == 40 and report.remaining == 0
+    assert elapsed_s < single_flight_s / 4, elapsed_s
+    assert set(fake.users) == set(pupils(40)) and max(fake.add_count.values()) == 1
+    assert {u["id"] for u in await store.served_users()} == set(pupils(40))
+
+
+async def test_one_in_flight_sends_one_at_a_time(store: Store, fake: FakeChengjiyun) -> None:
+    fake.requests = arrivals = ArrivalTimes()
+    fake.faults.add("delay", times=None, value=0.05)
+    await enqueue(store, pupils(6))
+    w, client = wide_worker(store, fake, max_in_flight=1)
+    await w.drain()
+    await client.close()
+    answered = [push.at for push in fake.accepted("addUser")]
+    started = arrivals.arrivals("addUser")
+    assert len(answered) == len(started) == 6
+    assert all(start >= answer for start, answer in zip(started[1:], answered, strict=False))
+
+
+async def test_phases_keep_their_order_with_requests_in_flight(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(20))
+    w, client = wide_worker(store, fake, max_in_flight=8)
+    await w.drain()
+    desired = {**pupils(30), **{f"cc-{i}": pupils(20, renamed=i)[f"cc-{i}"] for i in range(10)}}
+    for i in range(10, 15):
+        del desired[f"cc-{i}"]
+    status = ClassStatus("ep-class-1", 2025, 8, 1, None)
+    queued = await enqueue(store, desired, {"ep-class-1": status})
+    assert queued == {"addUser": 10, "updateUser": 10, "deleteUser": 5, "classStatus": 1}
+    fake.requests = arrivals = ArrivalTimes()
+    fake.faults.add("delay", times=None, value=0.05)
+    before = len(fake.pushes)
+    report = await w.drain()
+    await client.close()
+    assert report.requests == 26 and report.remaining == 0 and report.dead == []
+    pushes = fake.pushes[before:]
+    answered = {
+        endpoint: [p.at for p in pushes if p.endpoint == endpoint]
+        for endpoint in ("addUser", "updateUser", "update/classStatus", "deleteUser")
+    }
+    # Each phase's first request arrives after the previous phase's last one was answered.
+    order = [("addUser", "updateUser"), ("updateUser", "update/classStatus")]
+    order.append(("update/classStatus", "deleteUser"))
+    for earlier, later in order:
+        assert min(arrivals.arrivals(later)) >= max(answered[earlier]), (earlier, later)
+    assert fake.class_status_notifies == 1
+    assert set(fake.users) == set(desired) and fake.users["cc-3"]["name"] == "Renamed"
+    # Several requests of one phase were on the wire at once.
+    adds = sorted(arrivals.arrivals("addUser"))
+    assert adds[-1] - adds[0] < 0.05 * len(adds) / 2
+
+
+async def test_a_refusal_with_requests_in_flight_dead_letters_nothing(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    fake.faults.add("delay", times=None, value=0.1)
+    await enqueue(store, pupils(60))
+    w, client = wide_worker(store, fake, max_in_flight=8)
+    task = asyncio.create_task(w.drain())
+    while len(fake.accepted("addUser")) < 4:  # noqa: ASYNC110 - polling a fake
+        await asyncio.sleep(0.005)
+    fake.faults.add("code", value=30006, times=None)  # the key was revoked meanwhile
+    report = await task
+    await client.close()
+    refused = [push for push in fake.pushes if push.code == 30006]
+    assert report.stopped == DrainStop.REFUSED and report.dead == []
+    assert report.refused_hint is not None and "[chengjiyun] key" in report.refused_hint
+    assert 1 < len(refused) <= 8, "the requests in flight finish; nothing more is claimed"
+    assert await store.outbox.dead_letter_count() == 0
+    acknowledged = len(fake.accepted("addUser"))
+    assert report.sent["addUser"] == acknowledged and report.remaining == 60 - acknowledged
+    assert len(await store.served_users()) == acknowledged
+
+
+async def test_a_wrong_key_costs_one_request_whatever_the_window(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(30))
+    w, client = wide_worker(store, fake, max_in_flight=8, key="wrong-key")
+    report = await w.drain()
+    await client.close()
+    assert report.requests == 1 and report.stopped == DrainStop.REFUSED
+    assert report.remaining == 30 and await store.outbox.dead_letter_count() == 0
+
+
+async def test_stop_lets_the_requests_in_flight_finish(store: Store, fake: FakeChengjiyun) -> None:
+    fake.faults.add("delay", times=None, value=0.2)
+    await enqueue(store, pupils(40))
+    w, client = wide_worker(store, fake, max_in_flight=8)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.drain(stop=stop))
+    while len(fake.accepted("addUser")) < 1:  # noqa: ASYNC110 - polling a fake
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # the window is open: several requests are on the wire
+    stop.set()
+    report = await task
+    await client.close()
+    acknowledged = len(fake.accepted("addUser"))
+    assert report.stopped == DrainStop.STOPPED and 1 < acknowledged < 40
+    assert report.requests == acknowledged == report.sent["addUser"]
+    assert len(await store.served_users()) == acknowledged
+    assert report.remaining == 40 - acknowledged
+
+
+async def test_transient_failures_and_splitting_with_requests_in_flight(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    fake.faults.transient_fraction = 0.3
+    fake.reject_ids["cc-17"] = "数据重复"
+    await enqueue(store, pupils(80))
+    w, client = wide_worker(store, fake, max_in_flight=8, batch_size=4)
+    report = await w.drain()
+    await client.close()
+    assert report.retried > 0 and [d["record_id"] for d in report.dead] == ["cc-17"]
+    assert set(fake.users) == set(pupils(80)) - {"cc-17"} and max(fake.add_count.values()) == 1
+    assert report.remaining == 0
+
+
+async def test_an_update_is_healed_with_requests_in_flight(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    await enqueue(store, pupils(12))
+    w, client = wide_worker(store, fake, max_in_flight=4)
+    await w.drain()
+    fake.drop_user("cc-5")
+    await enqueue(store, renamed_all(12))
+    report = await w.drain()
+    await client.close()
+    assert report.healed == 1 and report.dead == [] and report.remaining == 0
+    assert all(user["name"] == "Renamed" for user in fake.users.values()) and len(fake.users) == 12
+
+
+def renamed_all(n: int) -> dict[str, User]:
+    return {f"cc-{i}": User(f"cc-{i}", "Renamed", ("学生",), "classcharts") for i in range(n)}
+
+
+async def test_claim_skips_rows_in_flight_and_holds_their_phase(store: Store) -> None:
+    await enqueue(store, pupils(3))
+    first = await store.claim(2)
+    assert [row.record_id for row in first.batch] == ["cc-0", "cc-1"]
+    second = await store.claim(2, in_flight=first.batch)
+    assert [row.record_id for row in second.batch] == ["cc-2"]
+    held = await store.claim(2, in_flight=first.batch + second.batch)
+    assert held.batch == () and held.wait_s == IN_FLIGHT_WAIT_S and not held.empty
+
+
+async def test_the_notify_is_never_in_flight_twice(store: Store) -> None:
+    status = ClassStatus("ep-class-1", 2025, 8, 1, None)
+    await enqueue(store, {}, {"ep-class-1": status})
+    notify = await store.claim(10)
+    assert [row.kind for row in notify.batch] == ["classStatus"]
+    again = await store.claim(10, in_flight=notify.batch)
+    assert again.batch == () and again.wait_s == IN_FLIGHT_WAIT_S
+
+
+async def test_a_requeued_copy_of_a_row_in_flight_waits_for_its_answer(store: Store) -> None:
+    await enqueue(store, pupils(3))
+    first = await store.claim(2)
+    await enqueue(store, pupils(3))  # a cycle re-queues everything while the request is out
+    later = await store.claim(2, in_flight=first.batch)
+    assert [row.record_id for row in later.batch] == ["cc-2"]
+    held = await store.claim(2, in_flight=first.batch + later.batch)
+    assert held.batch == () and held.wait_s == IN_FLIGHT_WAIT_S
+
+
+async def test_the_deadline_ends_the_drain_once_the_requests_in_flight_are_answered(
+    store: Store, fake: FakeChengjiyun
+) -> None:
+    fake.faults.add("delay", times=None, value=0.3)
+    await enqueue(store, pupils(40))
+    w, client = wide_worker(store, fake, max_in_flight=4)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await w.drain(timeout_s=0.5)  # the window is full when the deadline passes
+    elapsed_s = loop.time() - started
+    await client.close()
+    acknowledged = len(fake.accepted("addUser"))
+    assert report.stopped == DrainStop.TIMEOUT and elapsed_s < 1.2, elapsed_s
+    assert report.requests == acknowledged == report.sent["addUser"] == len(fake.pushes)
+    assert 1 < acknowledged <= 1 + 4 + 4 and report.remaining == 40 - acknowledged
+    assert len(await store.served_users()) == acknowledged
+
+
+async def test_a_cancelled_drain_with_requests_in_flight_resends_only_those(
+    tmp_path: Path, fake: FakeChengjiyun
+) -> None:
+    path = tmp_path / "crash.db"
+    store = await Store.open(path)
+    await enqueue(store, pupils(40))
+    fake.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.2)
+    w, client = wide_worker(store, fake, max_in_flight=8, batch_size=2)
+    task = asyncio.create_task(w.drain())
+    while len(fake.accepted("addUser")) < 3:  # noqa: ASYNC110 - polling a fake
+        await asyncio.sleep(0.01)
+    task.cancel()  # as a SIGKILL would, with the window open
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await client.close()
+    await store.close()
+    fake.faults.clear()
+    await asyncio.sleep(0.3)  # requests the fake was still delaying arrive now
+
+    reopened = await Store.open(path)
+    w, client = wide_worker(reopened, fake, max_in_flight=8, batch_size=2)
+    await w.drain()
+    await client.close()
+    twice = [user_id for user_id, count in fake.add_count.items() if count > 1]
+    assert set(fake.users) == set(pupils(40)) and max(fake.add_count.values()) <= 2
+    assert len(twice) <= 8 * 2, "at most the requests in flight are sent again"
+    assert {u["id"] for u in await reopened.served_users()} == set(pupils(40))
+    assert await reopened.queue_depth() == {}
+    await reopened.close()

@@ -4,13 +4,23 @@ Order within a drain is addUser → updateUser → classStatus (one notify) → 
 a kind is acknowledged or dead-lettered before the next kind starts, so a class status never
 names a teacher Chengjiyun has not been told about, and deletions go last.
 
+Up to ``max_in_flight`` requests are on the wire at once, so a distant Chengjiyun still gets the
+configured ``requests_per_second``: one at a time, a 100 ms round trip caps the drain at 10
+requests/s whatever the rate. The window counts the batches claimed and not yet answered,
+those still waiting for their token from the bucket included, so the bucket, not the claiming,
+sets the pace. A batch is claimed whenever a slot is free and the current kind has due rows not
+already in flight; a kind with a request unanswered holds back the kinds after it. The window is one
+request until a request of the drain is acknowledged (and again after a transient failure), so
+a wrong key or an outage is met with one request at a time.
+
 What each answer does (docs/protocols.md has the codes):
 
-* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction, so a
-  SIGKILL at any moment re-sends at most the batch in flight;
-* the whole account refused (wrong key, platform, orgId, clock, IP): the drain stops after that
-  one request, nothing is dead-lettered, everything stays queued, and the report names the
-  likely cause;
+* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction per
+  request as its answer arrives, so a SIGKILL at any moment re-sends at most the requests in
+  flight;
+* the whole account refused (wrong key, platform, orgId, clock, IP): nothing more is claimed,
+  the requests in flight are answered, nothing is dead-lettered, everything else stays queued,
+  and the report names the likely cause;
 * transient (unreachable, timeout, 5xx, 429, busy codes): the batch backs off (capped at
   ``retry_max_s``, ``Retry-After`` honoured up to that) and is never dead-lettered;
 * one record refused: the batch is split to isolate it; only that record is dead-lettered;
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +68,22 @@ class DrainStop:
     STOPPED = "stop requested"
 
 
+class _Window:
+    """How many requests may be in flight: one until a request of this drain is acknowledged,
+    and again after a transient failure, so a wrong key or an outage costs one request at a
+    time (as a single-flight drain would), not ``max_in_flight`` of them."""
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self.size = 1
+
+    def open(self) -> None:
+        self.size = self._max_size
+
+    def close(self) -> None:
+        self.size = 1
+
+
 class OutboxWorker:
     def __init__(
         self,
@@ -65,6 +92,7 @@ class OutboxWorker:
         *,
         batch_size: int,
         requests_per_second: float,
+        max_in_flight: int = 1,
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
         progress: Callable[[int, int], None] | None = None,
@@ -76,6 +104,9 @@ class OutboxWorker:
         self._client = client
         self._batch_size = batch_size
         self._rate = requests_per_second
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self._max_in_flight = max_in_flight
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._progress = progress
@@ -102,33 +133,21 @@ class OutboxWorker:
         self, *, stop: asyncio.Event | None = None, timeout_s: float | None = None
     ) -> DrainReport:
         """Send until the outbox is empty, the account is refused, ``stop`` is set or
-        ``timeout_s`` has passed; whatever is not acknowledged stays queued."""
+        ``timeout_s`` has passed; whatever is not acknowledged stays queued. The requests in
+        flight then are answered (and their answers recorded) before it returns."""
         if self._limiter is None:
             # One token every 1/rate seconds and no burst: the pace the admin configured.
             self._limiter = AsyncLimiter(1, 1.0 / self._rate)
         deadline = None if timeout_s is None else self._clock() + timeout_s
-        stop = stop or asyncio.Event()
         report = DrainReport()
-        total, done = await self._store.outbox.count(), 0
-        while report.stopped is None:
-            left_s = None if deadline is None else deadline - self._clock()
-            if stop.is_set():
-                report.stopped = DrainStop.STOPPED
-                break
-            if left_s is not None and left_s <= 0:
-                report.stopped = DrainStop.TIMEOUT
-                break
-            claim = await self._store.claim(self._batch_size)
-            if claim.empty:
-                break
-            if claim.wait_s is not None and not claim.batch:
-                wait_s = claim.wait_s if left_s is None else min(claim.wait_s, left_s)
-                await self.wait_for_wake(stop, wait_s)
-                continue
-            done += await self._send(claim, report)
-            total = max(total, done)
-            if self._progress is not None:
-                self._progress(done, total)
+        in_flight: dict[asyncio.Task[int], tuple[QueuedOperation, ...]] = {}
+        try:
+            await self._pipeline(in_flight, report, stop or asyncio.Event(), deadline)
+        finally:
+            # Only when cancelled or failing: abandoned requests leave their rows queued.
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
         report.remaining = await self._store.outbox.count()
         await self._update_gauges()
         if report.requests:
@@ -143,14 +162,90 @@ class OutboxWorker:
             )
         return report
 
+    async def _pipeline(
+        self,
+        in_flight: dict[asyncio.Task[int], tuple[QueuedOperation, ...]],
+        report: DrainReport,
+        stop: asyncio.Event,
+        deadline: float | None,
+    ) -> None:
+        """Keep up to the window's size of requests in flight, paced by the token bucket.
+
+        A batch is claimed whenever a slot is free and the current kind has due rows that are
+        not in flight; each request records its own answer as it arrives. The claim holds a
+        kind's phase while any of its requests is unanswered, which keeps the order of kinds.
+        """
+        assert self._limiter is not None
+        window = _Window(self._max_in_flight)
+        total, done = await self._store.outbox.count(), 0
+        while True:
+            wait_s: float | None = None
+            nothing_left = False
+            # Stopping is checked first, so a full window still notices stop and the deadline.
+            while not self._stopping(report, stop, deadline) and len(in_flight) < window.size:
+                rows_in_flight = [row for rows in in_flight.values() for row in rows]
+                claim = await self._store.claim(self._batch_size, in_flight=rows_in_flight)
+                if claim.empty:
+                    nothing_left = True
+                    break
+                if not claim.batch:
+                    wait_s = claim.wait_s
+                    break
+                task = asyncio.create_task(self._send(claim, report, window))
+                in_flight[task] = claim.batch
+            if not in_flight and (nothing_left or report.stopped is not None):
+                return
+            if wait_s == 0.0:
+                continue  # the claim only dropped stale rows: look again at once
+            await self._wait(in_flight, report, stop, deadline, wait_s)
+            for task in [task for task in in_flight if task.done()]:
+                del in_flight[task]
+                done += task.result()  # a failed request's error ends the drain, as before
+                total = max(total, done)
+                if self._progress is not None:
+                    self._progress(done, total)
+
+    def _stopping(self, report: DrainReport, stop: asyncio.Event, deadline: float | None) -> bool:
+        """Whether to claim no more; records why the first time it says so."""
+        if report.stopped is None and stop.is_set():
+            report.stopped = DrainStop.STOPPED
+        if report.stopped is None and deadline is not None and self._clock() >= deadline:
+            report.stopped = DrainStop.TIMEOUT
+        return report.stopped is not None
+
+    async def _wait(
+        self,
+        in_flight: dict[asyncio.Task[int], tuple[QueuedOperation, ...]],
+        report: DrainReport,
+        stop: asyncio.Event,
+        deadline: float | None,
+        wait_s: float | None,
+    ) -> None:
+        """Until a request is answered or, while still claiming, until ``wait_s`` (a back-off)
+        or the deadline passes, :meth:`wake` is called or ``stop`` is set."""
+        if report.stopped is not None:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return
+        timeout_s = None if wait_s is None or math.isinf(wait_s) else wait_s
+        if deadline is not None:
+            left_s = max(0.0, deadline - self._clock())
+            timeout_s = left_s if timeout_s is None else min(timeout_s, left_s)
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(
+                [*in_flight, *waiters], timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._wake.clear()
+
     async def _update_gauges(self) -> None:
         depth = await self._store.outbox.depth()
         for kind in KIND_ORDER:
             QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
 
     async def _request(self, rows: tuple[QueuedOperation, ...]) -> PushResult:
-        assert self._limiter is not None
-        await self._limiter.acquire()
         kind = rows[0].kind
         payloads = [row.payload for row in rows]
         if kind is OperationKind.ADD:
@@ -161,8 +256,17 @@ class OutboxWorker:
             return await self._client.delete_users(payloads)
         return await self._client.notify_class_status()
 
-    async def _send(self, claim: Claim, report: DrainReport) -> int:
-        """Send one batch (splitting it on a record-level refusal); return how many finished."""
+    async def _send(self, claim: Claim, report: DrainReport, window: _Window) -> int:
+        """Send one batch (splitting it on a record-level refusal); return how many finished.
+
+        The token is taken here, not by the claiming loop, so a slow claim never delays a token
+        that is due: a claimed batch waits for its token in the window. One whose token comes
+        after the drain began stopping is not sent; its rows stay queued.
+        """
+        assert self._limiter is not None
+        await self._limiter.acquire()
+        if report.stopped is not None:
+            return 0
         rows = claim.batch
         kind = rows[0].kind
         result = await self._request(rows)
@@ -173,6 +277,7 @@ class OutboxWorker:
         if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.DELETE:
             outcome = PushOutcome.OK  # deleting an id Chengjiyun does not know is done
         if outcome is PushOutcome.OK:
+            window.open()
             await self._store.acknowledge(claim, answer=result.message, code=result.code)
             report.sent[kind] += len(rows)
             OPERATIONS.labels(kind=kind, result="sent").inc(len(rows))
@@ -187,15 +292,17 @@ class OutboxWorker:
             )
             return 0
         if outcome is PushOutcome.TRANSIENT:
+            window.close()
             await self._retry_later(rows, result, report)
             return 0
         if len(rows) > 1:
             # Isolate the bad record: each half goes on its own, the good ones still get through.
             middle = len(rows) // 2
-            first = await self._send(Claim(batch=rows[:middle], digest=claim.digest), report)
-            if report.stopped is not None:
-                return first
-            return first + await self._send(Claim(batch=rows[middle:], digest=claim.digest), report)
+            # Either half is not sent once the drain is stopping (a refusal, stop, the deadline).
+            first = Claim(batch=rows[:middle], digest=claim.digest)
+            second = Claim(batch=rows[middle:], digest=claim.digest)
+            done = await self._send(first, report, window)
+            return done + await self._send(second, report, window)
         if outcome is PushOutcome.NOT_FOUND and kind is OperationKind.UPDATE and rows[0].record:
             # Someone removed the user at Chengjiyun: heal by adding the whole record again.
             user = User.from_json(json.loads(rows[0].record))
@@ -251,6 +358,7 @@ def worker_from_config(
         client,
         batch_size=section.batch_size,
         requests_per_second=section.requests_per_second,
+        max_in_flight=section.max_in_flight,
         retry_base_s=section.retry_base_s,
         retry_max_s=section.retry_max_s,
         progress=progress,

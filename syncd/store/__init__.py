@@ -9,13 +9,14 @@ an acknowledgement, a dead letter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from syncd.core.diff import SourceDiff
-from syncd.core.kinds import OperationKind
+from syncd.core.kinds import KIND_ORDER, OperationKind
 from syncd.core.model import ClassStatus, User
 from syncd.core.plan import dumps, needs_notify, plan_operations
 from syncd.exceptions import StoreError
@@ -27,6 +28,7 @@ from syncd.store.schema import MIGRATIONS, SCHEMA_VERSION
 from syncd.store.snapshot import NOTIFIED_DIGEST_KEY, Snapshot
 
 __all__ = [
+    "IN_FLIGHT_WAIT_S",
     "MIGRATIONS",
     "NOTIFIED_DIGEST_KEY",
     "SCHEMA_VERSION",
@@ -35,6 +37,10 @@ __all__ = [
     "Store",
     "StoreError",
 ]
+
+
+# A claim's wait when everything left of the current kind is in flight: no time makes more due.
+IN_FLIGHT_WAIT_S = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,24 +143,39 @@ class Store:
                 queued[OperationKind.NOTIFY] = await self.outbox.queue_notify(db, diff.source)
         return queued
 
-    async def claim(self, batch_size: int) -> Claim:
+    async def claim(self, batch_size: int, *, in_flight: Collection[QueuedOperation] = ()) -> Claim:
         """The next batch in drain order (addUser, updateUser, classStatus, deleteUser).
 
         Rows the snapshot already reflects are dropped instead of sent: in the daemon a cycle
         may re-queue an operation whose request is on the wire. Adds are marked *in doubt* before
         they leave, so one whose answer is lost is still deleted if its user goes away.
+
+        ``in_flight`` are the rows of requests sent and not yet answered. They are never claimed
+        again, and they hold their kind's phase: while any is unanswered no later kind is
+        claimed, and the claim says to wait (``wait_s`` is ``IN_FLIGHT_WAIT_S``, infinite: only an
+        answer can change anything) when nothing else of that kind is due.
         """
         async with self._database.write() as db:
-            for kind in (OperationKind.ADD, OperationKind.UPDATE, OperationKind.NOTIFY):
-                claim = await self._claim_kind(db, kind, batch_size)
+            for kind in KIND_ORDER:
+                claim = await self._claim_kind(db, kind, batch_size, in_flight)
                 if claim is not None:
                     return claim
-            return await self._claim_kind(db, OperationKind.DELETE, batch_size) or Claim()
+            return Claim()
 
-    async def _claim_kind(self, db: Any, kind: OperationKind, batch_size: int) -> Claim | None:
-        rows, wait_s = await self.outbox.due(db, kind, batch_size if kind.batched else 1)
+    async def _claim_kind(
+        self,
+        db: Any,
+        kind: OperationKind,
+        batch_size: int,
+        in_flight: Collection[QueuedOperation],
+    ) -> Claim | None:
+        busy = any(row.kind is kind for row in in_flight)
+        if busy and kind is OperationKind.NOTIFY:
+            return Claim(wait_s=IN_FLIGHT_WAIT_S)  # one notify announces everything
+        limit = batch_size if kind.batched else 1
+        rows, wait_s = await self.outbox.due(db, kind, limit, in_flight=in_flight)
         if wait_s is None:
-            return None
+            return Claim(wait_s=IN_FLIGHT_WAIT_S) if busy else None
         if not rows:
             return Claim(wait_s=wait_s)
         if kind is OperationKind.NOTIFY:

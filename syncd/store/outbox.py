@@ -135,16 +135,31 @@ class Outbox:
     # --- the drain ---------------------------------------------------------------------------
 
     async def due(
-        self, db: aiosqlite.Connection, kind: OperationKind, limit: int
+        self,
+        db: aiosqlite.Connection,
+        kind: OperationKind,
+        limit: int,
+        *,
+        in_flight: Iterable[QueuedOperation] = (),
     ) -> tuple[list[QueuedOperation], float | None]:
         """Up to ``limit`` rows of ``kind`` that are due now, or (nothing, seconds until the
-        first is due); (nothing, None) when there are no rows of that kind."""
+        first is due); (nothing, None) when there are no rows of that kind to claim.
+
+        Rows ``in_flight`` are skipped, and so is any row for a record one of them names: a
+        cycle may re-queue an operation whose request is on the wire, and sending the copy
+        before the original is answered would put the same record in flight twice.
+        """
+        busy = list(in_flight)
+        seqs = json.dumps([row.seq for row in busy])
+        ids = json.dumps([row.record_id for row in busy if row.record_id is not None])
         now = time.time()
         rows = list(
             await db.execute_fetchall(
                 f"SELECT {_COLUMNS}, next_attempt_at FROM outbox WHERE kind = ? "  # noqa: S608
+                "AND seq NOT IN (SELECT value FROM json_each(?)) "
+                "AND (record_id IS NULL OR record_id NOT IN (SELECT value FROM json_each(?))) "
                 "ORDER BY next_attempt_at, seq LIMIT ?",
-                (kind, limit),
+                (kind, seqs, ids, limit),
             )
         )
         if not rows:

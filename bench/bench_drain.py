@@ -1,0 +1,160 @@
+"""The drain's achieved request rate against the fake Chengjiyun on 127.0.0.1, at 5, 50 and 200
+requests/s, with Chengjiyun answering at once and 100 ms away (the fake's ``delay`` fault).
+
+Each case queues enough single-user addUser operations (batch_size 1, so one operation is one
+request) for about three seconds of sending at the configured rate, drains them with
+``max_in_flight`` requests on the wire at most, and prints the achieved rate and its share of the
+configured one. The achieved rate is the steady one Chengjiyun sees: requests answered at the fake
+from the second answer to the last, divided by the time between them. The first request goes
+alone (the window opens on its acknowledgement) and costs one round trip, once per drain; the
+drain's whole elapsed time, which includes it, is printed beside. The pipeline can reach the configured rate only when rate x latency (the
+requests that must be on the wire at once) is at most max_in_flight.
+
+The stock ``ChengjiyunClient`` pools 4 connections per host, which caps the requests on the wire
+at 4 whatever max_in_flight says; the bench's client pools ``--connections`` (default:
+max_in_flight), and ``--connections 4`` shows the stock client.
+
+Run: .venv/bin/python bench/bench_drain.py [--max-in-flight 16] [--connections N] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from syncd.clients.chengjiyun import ChengjiyunClient
+from syncd.clients.transport import make_session
+from syncd.config import SafetyConfig
+from syncd.core.diff import diff_source
+from syncd.core.model import User
+from syncd.engine.drain import OutboxWorker
+from syncd.log import configure_logging
+from syncd.sandbox.chengjiyun import FakeChengjiyun
+from syncd.store import Store
+
+RATES_PER_S = (5.0, 50.0, 200.0)
+LATENCIES_S = (0.0, 0.1)
+
+
+class PooledClient(ChengjiyunClient):
+    """The client with ``connections`` pooled connections to Chengjiyun (the stock one has 4)."""
+
+    def __init__(self, *, connections: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._connections = connections
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = make_session(
+                timeout_s=self._timeout_s, connections_per_host=self._connections
+            )
+        return self._session
+
+
+async def enqueue(store: Store, n: int) -> None:
+    desired = {f"cc-{i}": User(f"cc-{i}", f"Pupil {i}", ("学生",), "classcharts") for i in range(n)}
+    diff = diff_source(
+        source="classcharts",
+        desired=desired,
+        acknowledged={},
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
+        safety=SafetyConfig(),
+        desired_class_statuses=None,
+        stored_class_statuses={},
+    )
+    await store.commit_cycle(diff, desired, may_delete_orphans=True)
+
+
+async def one_case(
+    rate_per_s: float,
+    latency_s: float,
+    *,
+    max_in_flight: int,
+    connections: int,
+    seconds: float,
+    directory: Path,
+) -> tuple[int, float, float]:
+    """Drain ``rate x seconds`` requests; return (requests, elapsed seconds, achieved rate)."""
+    requests = max(10, math.ceil(rate_per_s * seconds))
+    fake = FakeChengjiyun()
+    await fake.start()
+    if latency_s > 0:
+        fake.faults.add("delay", times=None, value=latency_s)
+    path = directory / f"drain-{rate_per_s:g}-{latency_s:g}.db"
+    try:
+        async with await Store.open(path) as store:
+            await enqueue(store, requests)
+            async with PooledClient(
+                connections=connections,
+                base_url=fake.base_url,
+                platform=fake.platform,
+                key=fake.key,
+                org_id=fake.org_id,
+            ) as client:
+                worker = OutboxWorker(
+                    store,
+                    client,
+                    batch_size=1,
+                    requests_per_second=rate_per_s,
+                    max_in_flight=max_in_flight,
+                    rng=random.Random(1),
+                )
+                started = time.perf_counter()
+                report = await worker.drain(timeout_s=120.0)
+                elapsed_s = time.perf_counter() - started
+            if report.remaining or report.requests != requests:
+                raise SystemExit(f"drain incomplete: {report}")
+    finally:
+        await fake.stop()
+    answered = sorted(push.at for push in fake.pushes)[1:]
+    return requests, elapsed_s, (len(answered) - 1) / (answered[-1] - answered[0])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-in-flight", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    connections = args.connections or args.max_in_flight
+    configure_logging(level="WARNING", stream=sys.stderr)
+    print(
+        f"max_in_flight={args.max_in_flight}, connections={connections}, batch_size=1, "
+        f"~{args.seconds:g} s per case"
+    )
+    print(
+        f"{'rate/s':>7} {'latency':>8} {'requests':>9} {'elapsed':>8} {'achieved/s':>11} {'%':>6}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        for latency_s in LATENCIES_S:
+            for rate_per_s in RATES_PER_S:
+                requests, elapsed_s, achieved_per_s = await one_case(
+                    rate_per_s,
+                    latency_s,
+                    max_in_flight=args.max_in_flight,
+                    connections=connections,
+                    seconds=args.seconds,
+                    directory=Path(directory),
+                )
+                share = 100.0 * achieved_per_s / rate_per_s
+                needed = rate_per_s * latency_s
+                note = "" if needed <= args.max_in_flight else "  (rate x latency > max_in_flight)"
+                print(
+                    f"{rate_per_s:>7g} {latency_s * 1000:>6.0f}ms {requests:>9} "
+                    f"{elapsed_s:>7.2f}s {achieved_per_s:>11.1f} {share:>5.0f}%{note}"
+                )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
