@@ -10,9 +10,9 @@ alone (the window opens on its acknowledgement) and costs one round trip, once p
 drain's whole elapsed time, which includes it, is printed beside. The pipeline can reach the configured rate only when rate x latency (the
 requests that must be on the wire at once) is at most max_in_flight.
 
-The stock ``ChengjiyunClient`` pools 4 connections per host, which caps the requests on the wire
-at 4 whatever max_in_flight says; the bench's client pools ``--connections`` (default:
-max_in_flight), and ``--connections 4`` shows the stock client.
+``client_from_config`` gives the client one connection per request in flight
+(``max(4, max_in_flight)``); ``--connections`` sets it here (default: max_in_flight), and
+``--connections 4`` shows what a pool of 4 would allow.
 
 Run: .venv/bin/python bench/bench_drain.py [--max-in-flight 16] [--connections N] [--seconds 3]
 """
@@ -27,12 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 from syncd.clients.chengjiyun import ChengjiyunClient
-from syncd.clients.transport import make_session
 from syncd.config import SafetyConfig
 from syncd.core.diff import diff_source
 from syncd.core.model import User
@@ -43,21 +39,6 @@ from syncd.store import Store
 
 RATES_PER_S = (5.0, 50.0, 200.0)
 LATENCIES_S = (0.0, 0.1)
-
-
-class PooledClient(ChengjiyunClient):
-    """The client with ``connections`` pooled connections to Chengjiyun (the stock one has 4)."""
-
-    def __init__(self, *, connections: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._connections = connections
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = make_session(
-                timeout_s=self._timeout_s, connections_per_host=self._connections
-            )
-        return self._session
 
 
 async def enqueue(store: Store, n: int) -> None:
@@ -95,7 +76,7 @@ async def one_case(
     try:
         async with await Store.open(path) as store:
             await enqueue(store, requests)
-            async with PooledClient(
+            async with ChengjiyunClient(
                 connections=connections,
                 base_url=fake.base_url,
                 platform=fake.platform,

@@ -9,11 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from syncd.clients.chengjiyun import ChengjiyunClient
-from syncd.clients.transport import make_session
 from syncd.config import SafetyConfig
 from syncd.core.diff import SourceDiff, diff_source
 from syncd.core.model import ClassStatus, User
@@ -330,25 +328,10 @@ def test_backoff_is_full_jitter_under_the_cap(attempts: int) -> None:
 # --- several requests in flight ------------------------------------------------------------------
 
 
-class WideClient(ChengjiyunClient):
-    """The client with one connection per request in flight (its stock pool holds 4)."""
-
-    def __init__(self, *, connections: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._connections = connections
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = make_session(
-                timeout_s=self._timeout_s, connections_per_host=self._connections
-            )
-        return self._session
-
-
 def wide_worker(
     store: Store, fake: FakeChengjiyun, *, max_in_flight: int, key: str | None = None, **kwargs: Any
 ) -> tuple[OutboxWorker, ChengjiyunClient]:
-    client = WideClient(
+    client = ChengjiyunClient(
         connections=max_in_flight,
         base_url=fake.base_url,
         platform=fake.platform,

@@ -176,9 +176,11 @@ class ChengjiyunClient(SessionClient):
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        connections: int = 4,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._max_response_bytes = max_response_bytes
+        self._connections = connections
         self._platform = platform
         self._key = key
         self._org_id = org_id
@@ -260,4 +262,6 @@ def client_from_config(config: Config) -> ChengjiyunClient:
         org_id=section.org_id,
         timeout_s=section.timeout_s,
         max_response_bytes=section.max_response_bytes,
+        # One connection per request the drain may have in flight, or they queue for one.
+        connections=max(4, section.max_in_flight),
     )

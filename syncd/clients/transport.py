@@ -162,6 +162,7 @@ class SessionClient:
 
     _timeout_s: float
     _max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    _connections: int = 4  # per host: as many as requests may be in flight at once
     _session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -177,7 +178,9 @@ class SessionClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = make_session(timeout_s=self._timeout_s)
+            self._session = make_session(
+                timeout_s=self._timeout_s, connections_per_host=self._connections
+            )
         return self._session
 
 
