@@ -152,9 +152,12 @@ def drain_log(text: str) -> str:
 
 
 SHOW = False
+KEEP: Path | None = None
 
 
 def show(label: str, run: Run) -> None:
+    if KEEP is not None:
+        (KEEP / f"{label}.out").write_text(run.stdout + "\n--- stderr\n" + run.stderr)
     if SHOW:
         print(
             f"--- {label}: exit {run.returncode} in {run.seconds:.1f} s\n{run.stdout}{run.stderr[-3000:]}"
@@ -245,9 +248,10 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PUPILS} pupils")
     parser.add_argument("--limit-s", type=float, default=240.0, help="bound per subprocess")
     parser.add_argument("--show", action="store_true", help="print each run's output")
+    parser.add_argument("--keep", type=Path, help="write each run's output to this directory")
     args = parser.parse_args()
-    global SHOW
-    SHOW = args.show
+    global SHOW, KEEP
+    SHOW, KEEP = args.show, args.keep
     pupils = args.pupils or (QUICK_PUPILS if args.quick else PUPILS)
     school = generate_school(pupils, seed=7, today=dt.date.today())
     print(
