@@ -59,7 +59,7 @@ def _reset_peak() -> bool:
     return True
 
 
-async def child(config_path: Path, cycles: int) -> None:
+async def child(config_path: Path, cycles: int, profile: Path | None = None) -> None:
     from syncd.clients.chengjiyun import client_from_config
     from syncd.config import load_config
     from syncd.engine.cycle import School, backup_if_due, run_cycle
@@ -79,6 +79,12 @@ async def child(config_path: Path, cycles: int) -> None:
         async with client_from_config(config) as client:
             worker = worker_from_config(config, store, client)
             say({"ready": True, "rss_kb": _status_kb("VmRSS")})
+            profiler = None
+            if profile is not None:
+                import cProfile
+
+                profiler = cProfile.Profile()
+                profiler.enable()
             for n in range(1, cycles + 1):
                 resettable = _reset_peak()
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -99,6 +105,9 @@ async def child(config_path: Path, cycles: int) -> None:
                         "queued": drain.remaining,
                     }
                 )
+            if profiler is not None and profile is not None:
+                profiler.disable()
+                profiler.dump_stats(profile)
 
 
 # --- the parent: the fakes, the set-up sync, the child -----------------------------------------
@@ -164,7 +173,7 @@ def _ports(fakes: list[Any], marks: list[int]) -> str:
 
 
 async def _measure(
-    fakes: list[Any], config: Path, cycles: int, limit_s: float
+    fakes: list[Any], config: Path, cycles: int, limit_s: float, profile: Path | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run the child; return its RSS when ready and one entry per cycle (with connections)."""
     process = await asyncio.create_subprocess_exec(
@@ -174,6 +183,7 @@ async def _measure(
         str(config),
         "--cycles",
         str(cycles),
+        *(["--profile", str(profile)] if profile else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(),
@@ -227,14 +237,16 @@ def _mb(kb: int) -> str:
     return f"{kb / 1024:.0f}"
 
 
-async def parent(sizes: list[int], cycles: int, limit_s: float) -> None:
+async def parent(
+    sizes: list[int], cycles: int, limit_s: float, profile: Path | None = None
+) -> None:
     rows: list[list[str]] = []
     print("part 1: one no-change cycle per school size", flush=True)
     for pupils in sizes:
         with tempfile.TemporaryDirectory() as directory:
             school, fakes, config = await _set_up(pupils, Path(directory), limit_s)
             try:
-                _, (entry,) = await _measure(fakes, config, 1, limit_s)
+                _, (entry,) = await _measure(fakes, config, 1, limit_s, profile)
             finally:
                 await _stop(fakes)
         rows.append(
@@ -314,14 +326,15 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=50, help="part 2 (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="--sizes 2000 --cycles 10")
     parser.add_argument("--limit-s", type=float, default=600.0, help="bound per subprocess")
+    parser.add_argument("--profile", type=Path, help="cProfile the part-1 cycles into this file")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        asyncio.run(child(args.child, args.cycles))
+        asyncio.run(child(args.child, args.cycles, args.profile))
         return
     sizes = [2000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     cycles = 10 if args.quick else args.cycles
-    asyncio.run(parent(sizes, cycles, args.limit_s))
+    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile))
 
 
 if __name__ == "__main__":
