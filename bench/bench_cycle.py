@@ -227,7 +227,7 @@ async def _stop(fakes: list[Any]) -> None:
 
 
 def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
@@ -241,7 +241,8 @@ async def parent(
     sizes: list[int], cycles: int, limit_s: float, profile: Path | None = None
 ) -> None:
     rows: list[list[str]] = []
-    print("part 1: one no-change cycle per school size", flush=True)
+    if sizes:
+        print("part 1: one no-change cycle per school size", flush=True)
     for pupils in sizes:
         with tempfile.TemporaryDirectory() as directory:
             school, fakes, config = await _set_up(pupils, Path(directory), limit_s)
@@ -263,21 +264,22 @@ async def parent(
                 entry["outcome"],
             ]
         )
-    print_table(
-        [
-            "pupils",
-            "accounts",
-            "users",
-            "wall s",
-            "CPU s",
-            "peak RSS MB",
-            "connections (cc/ep/cjy)",
-            "HTTP reqs",
-            "pushes",
-            "outcome",
-        ],
-        rows,
-    )
+    if rows:
+        print_table(
+            [
+                "pupils",
+                "accounts",
+                "users",
+                "wall s",
+                "CPU s",
+                "peak RSS MB",
+                "connections (cc/ep/cjy)",
+                "HTTP reqs",
+                "pushes",
+                "outcome",
+            ],
+            rows,
+        )
     if cycles <= 0:
         return
     print(
