@@ -100,6 +100,8 @@ async def test_an_unreachable_chengjiyun_keeps_everything_queued(sandbox: Sandbo
     assert "still queued (drain_timeout_s reached)" in result.stdout
     assert "the next run sends them" in result.stdout
     assert dead_letters(down) == 0
+    probes = result.stdout.count("Chengjiyun did not take the batch")
+    assert 0 < probes < 300, f"{probes} attempts: the whole drain backs off, not each batch"
 
     back = await run_syncd(config, "--run-once")
     assert back.returncode == 0, back.stdout + back.stderr

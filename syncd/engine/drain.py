@@ -112,6 +112,8 @@ class OutboxWorker:
         self._progress = progress
         self._rng = rng or random.Random()
         self._clock = clock
+        self._paused_until = 0.0  # on self._clock: no claims before this, after a transient
+        self._transient_streak = 0  # transient failures in a row, for the pause's length
         self._on_result = on_result
         self._limiter: AsyncLimiter | None = None
         self._wake = asyncio.Event()
@@ -181,8 +183,15 @@ class OutboxWorker:
         while True:
             wait_s: float | None = None
             nothing_left = False
+            paused_s = self._paused_until - self._clock()
+            if paused_s > 0 and not self._stopping(report, stop, deadline):
+                wait_s = paused_s  # Chengjiyun failed transiently: probe again only after this
             # Stopping is checked first, so a full window still notices stop and the deadline.
-            while not self._stopping(report, stop, deadline) and len(in_flight) < window.size:
+            while (
+                wait_s is None
+                and not self._stopping(report, stop, deadline)
+                and len(in_flight) < window.size
+            ):
                 rows_in_flight = [row for rows in in_flight.values() for row in rows]
                 claim = await self._store.claim(self._batch_size, in_flight=rows_in_flight)
                 if claim.empty:
@@ -278,6 +287,7 @@ class OutboxWorker:
             outcome = PushOutcome.OK  # deleting an id Chengjiyun does not know is done
         if outcome is PushOutcome.OK:
             window.open()
+            self._transient_streak = 0
             await self._store.acknowledge(claim, answer=result.message, code=result.code)
             report.sent[kind] += len(rows)
             OPERATIONS.labels(kind=kind, result="sent").inc(len(rows))
@@ -321,8 +331,11 @@ class OutboxWorker:
     async def _retry_later(
         self, rows: tuple[QueuedOperation, ...], result: PushResult, report: DrainReport
     ) -> None:
+        """Back the rows off, and the whole drain with them: an outage fails every batch, so
+        trying the next one at once would hammer a server that is down (and rewrite every row)."""
+        self._transient_streak += 1
         delay_s = backoff_s(
-            rows[0].attempts + 1,
+            max(rows[0].attempts, self._transient_streak - 1) + 1,
             base_s=self._retry_base_s,
             max_s=self._retry_max_s,
             rng=self._rng,
@@ -339,6 +352,7 @@ class OutboxWorker:
         await self._store.retry_later(
             rows, delay_s=delay_s, code=result.code, reason=result.message
         )
+        self._paused_until = max(self._paused_until, self._clock() + delay_s)
         report.retried += len(rows)
         report.last_transient = result.message
         OPERATIONS.labels(kind=rows[0].kind, result="retried").inc(len(rows))
