@@ -160,6 +160,8 @@ class Alerter:
         self.school = school
         self._state = AlertState()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One delivery at a time per channel, so "failing" never arrives after "recovered".
+        self._in_order = {id(channel): asyncio.Lock() for channel in self._channels}
 
     @classmethod
     def from_config(cls, config: AlertsConfig | None, *, school: str) -> Alerter:
@@ -224,7 +226,7 @@ class Alerter:
 
     async def _deliver(self, channel: Channel, event: AlertEvent, message: AlertMessage) -> None:
         try:
-            async with asyncio.timeout(channel.timeout_s):
+            async with self._in_order[id(channel)], asyncio.timeout(channel.timeout_s):
                 await channel.deliver(event, message)
         except Exception as err:  # an alert channel must never break the sync
             log.warning(

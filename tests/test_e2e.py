@@ -164,7 +164,8 @@ async def test_a_rejected_record_is_dead_lettered_while_its_batch_goes_through(
 
 
 async def test_sigkill_during_a_slow_drain_loses_nothing(sandbox: Sandbox) -> None:
-    config = sandbox.config(batch_size=5)
+    # Two requests in flight at most, so the kill lands mid-drain.
+    config = sandbox.config(batch_size=5, chengjiyun="max_in_flight = 2")
     sandbox.chengjiyun.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.3)
     process = await asyncio.create_subprocess_exec(
         *syncd_command("--config", str(config), "--run-once"),
