@@ -248,3 +248,53 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(
         ("info", "source recovered"),
     ]
     assert "revoked" not in stream.getvalue()
+
+
+async def test_a_flood_of_held_pull_connections_does_not_stop_the_sync(
+    sandbox: Sandbox,
+) -> None:
+    """More idle connections than the pull API's cap, held while the daemon's first cycle
+    polls and pushes, in a process that may open only 512 files."""
+    import resource
+
+    port = free_port()
+    config = sandbox.config(listen=f"127.0.0.1:{port}")
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    # Slow logins keep the first cycle polling for a few seconds, long enough to flood it.
+    sandbox.classcharts.faults.add("delay", path="/parent/login", times=None, value=0.5)
+    process = await asyncio.create_subprocess_exec(
+        *syncd_command("--config", str(config), "run"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=subprocess_env(),
+        preexec_fn=few_files,
+    )
+    held: list[socket.socket] = []
+    try:
+        await wait_for(lambda: _listening(port))
+        for _ in range(300):  # the cap is 256: the rest wait in the listen backlog
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        assert not sandbox.chengjiyun.users, "the flood is held while the cycle still polls"
+        await wait_for(lambda: set(sandbox.chengjiyun.users) == sandbox.expected_user_ids())
+        assert sandbox.chengjiyun.class_status_notifies == 1
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        for sock in held:
+            sock.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    assert b"Too many open files" not in output
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
