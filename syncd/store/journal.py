@@ -54,19 +54,6 @@ class Journal:
             cycles.append(cycle)
         return cycles
 
-    async def last_good_cycle_day(self) -> str | None:
-        """The local date (YYYY-MM-DD) of the last cycle that finished ``ok``, if any."""
-        value = await self._db.scalar(
-            "SELECT date(MAX(finished_at), 'unixepoch', 'localtime') FROM cycles "
-            "WHERE outcome = 'ok'"
-        )
-        return None if value is None else str(value)
-
-    async def cycle_count(self) -> int:
-        return int(await self._db.scalar("SELECT COUNT(*) FROM cycles"))
-
-    # --- source health -----------------------------------------------------------------------
-
     async def health(self, source: str) -> HealthRecord:
         row = await self._db.fetchone("SELECT * FROM source_state WHERE source = ?", (source,))
         if row is None:

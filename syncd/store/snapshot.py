@@ -43,27 +43,16 @@ class Snapshot:
             acked[user.id] = AckedUser(user, row["missing_cycles"])
         return acked
 
-    async def acknowledged_count(self) -> int:
-        return int(await self._db.scalar("SELECT COUNT(*) FROM users"))
-
     async def approved_ids(self, source: str) -> frozenset[str]:
         rows = await self._db.fetchall(
             "SELECT id FROM held_deletions WHERE source = ? AND approved = 1", (source,)
         )
         return frozenset(row["id"] for row in rows)
 
-    async def in_doubt_ids(self, source: str) -> frozenset[str]:
-        rows = await self._db.fetchall("SELECT id FROM in_doubt WHERE source = ?", (source,))
-        return frozenset(row["id"] for row in rows)
-
     async def stored_class_statuses(self) -> dict[str, ClassStatus]:
         rows = await self._db.fetchall("SELECT record FROM class_statuses")
         statuses = (ClassStatus.from_json(json.loads(row["record"])) for row in rows)
         return {status.key: status for status in statuses}
-
-    async def class_status_digest(self) -> str:
-        rows = await self._db.fetchall("SELECT key, hash FROM class_statuses")
-        return class_status_digest((row[0], row[1]) for row in rows)
 
     async def served_users(self, role: str | None = None) -> list[dict[str, Any]]:
         """Acknowledged users in queryUsers shape, optionally only those holding ``role``."""
