@@ -155,19 +155,24 @@ class Alerter:
     cycle's observations and only state changes go out.
     """
 
-    def __init__(self, channels: Sequence[Channel], *, school: str) -> None:
+    def __init__(
+        self, channels: Sequence[Channel], *, school: str, state: AlertState | None = None
+    ) -> None:
         self._channels = tuple(channels)
         self.school = school
-        self._state = AlertState()
+        self._state = state or AlertState()
         self._tasks: set[asyncio.Task[None]] = set()
         # One delivery at a time per channel, so "failing" never arrives after "recovered".
         self._in_order = {id(channel): asyncio.Lock() for channel in self._channels}
 
     @classmethod
-    def from_config(cls, config: AlertsConfig | None, *, school: str) -> Alerter:
-        """The alerter ``[alerts]`` describes; one that sends nothing when it is absent."""
+    def from_config(
+        cls, config: AlertsConfig | None, *, school: str, state: AlertState | None = None
+    ) -> Alerter:
+        """The alerter ``[alerts]`` describes; one that sends nothing when it is absent.
+        ``state``: what was already announced (``--run-once`` keeps it in the database)."""
         if config is None:
-            return cls((), school=school)
+            return cls((), school=school, state=state)
         channels: list[Channel] = []
         if config.webhook_url is not None:
             channels.append(
@@ -188,11 +193,15 @@ class Alerter:
                 mail_to=tuple(config.mail_to),
             )
             channels.append(MailChannel(settings, timeout_s=config.timeout_s))
-        return cls(channels, school=school)
+        return cls(channels, school=school, state=state)
 
     @property
     def enabled(self) -> bool:
         return bool(self._channels)
+
+    @property
+    def state(self) -> AlertState:
+        return self._state
 
     @property
     def in_flight(self) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_alerts import Webhook, _Inbox, smtp, webhook  # noqa: F401 - fixtures
 
-from sandbox_helpers import Sandbox, start_sandbox, stop_sandbox
+from sandbox_helpers import Sandbox, run_syncd, start_sandbox, stop_sandbox
 from syncd.alerts import Alerter
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import load_config
@@ -73,3 +73,24 @@ async def test_a_failing_source_alerts_once_and_once_more_when_it_recovers(
         await daemon.alerter.aclose()
     assert len(webhook.bodies) == 2 and len(inbox.messages) == 2
     assert "revoked" not in str(webhook.bodies) + "".join(str(m) for m in inbox.messages)
+
+
+async def test_run_once_from_a_timer_alerts_once_per_change_of_state(
+    sandbox: Sandbox,
+    webhook: Webhook,  # noqa: F811 - the fixture imported above
+) -> None:
+    """``--run-once`` remembers in the database what it announced, so a timer layout gets one
+    message when a source starts failing and one when it recovers, not one per run."""
+    config = sandbox.config()
+    config.write_text(
+        config.read_text(encoding="utf-8") + f'[alerts]\nwebhook_url = "{webhook.url()}"\n',
+        encoding="utf-8",
+    )
+    sandbox.epaas.corp["permanent_code"] = "revoked"
+    for _ in range(4):
+        assert (await run_syncd(config, "--run-once")).returncode == 1
+    kinds = [body["event"] for body in webhook.bodies]
+    assert kinds == ["source_failing"], webhook.bodies
+    sandbox.epaas.corp["permanent_code"] = "sandbox-permanent"
+    assert (await run_syncd(config, "--run-once")).returncode == 0
+    assert [body["event"] for body in webhook.bodies] == ["source_failing", "source_recovered"]

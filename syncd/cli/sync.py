@@ -8,11 +8,14 @@ import json
 import os
 from typing import TextIO
 
+from syncd.alerts import Alerter
 from syncd.cli.exit import ExitCode
 from syncd.cli.progress import Progress, is_terminal
 from syncd.clients.chengjiyun import client_from_config
 from syncd.config import Config
+from syncd.core.alerts import AlertState
 from syncd.core.render import Palette, plan_json, render_cycle, render_drain, render_plan
+from syncd.engine.alerting import SchoolAlerts
 from syncd.engine.cycle import School, backup_if_due, run_cycle
 from syncd.engine.daemon import run_daemon
 from syncd.engine.drain import worker_from_config
@@ -45,6 +48,12 @@ async def run_once_command(config: Config, args: argparse.Namespace, out: TextIO
         )
         async with store:
             school = School(config, store)
+            alerter = Alerter.from_config(
+                config.alerts,
+                school=config.chengjiyun.org_id,
+                state=AlertState.from_json(await store.journal.alert_state()),
+            )
+            alerts = SchoolAlerts(school, alerter)
             polling = (
                 Progress(out, "polling ClassCharts", unit="accounts") if is_terminal(out) else None
             )
@@ -60,13 +69,17 @@ async def run_once_command(config: Config, args: argparse.Namespace, out: TextIO
             out.write(render_cycle(report))
             progress = Progress(out) if is_terminal(out) else None
             async with client_from_config(config) as client:
-                drain = await worker_from_config(config, store, client, progress=progress).drain(
-                    timeout_s=config.chengjiyun.drain_timeout_s
+                worker = worker_from_config(
+                    config, store, client, progress=progress, on_result=alerts.after_request
                 )
+                drain = await worker.drain(timeout_s=config.chengjiyun.drain_timeout_s)
             if progress is not None:
                 progress.finish()
             out.write(render_drain(drain))
             dead_left = await store.outbox.dead_letter_count()
+            await alerts.after_cycle(report)  # after the drain: its dead letters count too
+            await store.journal.save_alert_state(alerter.state.to_json())
+            await alerter.aclose()  # deliver before the process exits
             if not (drain.remaining or drain.dead):
                 await backup_if_due(school, report, today=today)
     if dead_left:

@@ -165,6 +165,24 @@ class AlertState:
         """None when nothing has been observed yet (e.g. right after start)."""
         return self.levels.get((condition, source))
 
+    def to_json(self) -> list[list[Any]]:
+        """Storage form, so ``--run-once`` from a timer remembers what it already announced."""
+        return [
+            [str(condition), source, level] for (condition, source), level in self.levels.items()
+        ]
+
+    @classmethod
+    def from_json(cls, data: Any) -> AlertState:
+        """The stored form back; anything unreadable is forgotten (at worst one repeat)."""
+        levels: dict[_Key, int] = {}
+        for item in data if isinstance(data, list) else ():
+            try:
+                condition, source, level = item
+                levels[(Condition(condition), source)] = int(level)
+            except (TypeError, ValueError):
+                continue
+        return cls(MappingProxyType(levels))
+
 
 def observe(
     state: AlertState, observation: Observation, *, school: str, at: datetime | None = None

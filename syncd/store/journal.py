@@ -91,6 +91,19 @@ class Journal:
         rows = await self._db.fetchall("SELECT * FROM source_state ORDER BY source")
         return {row["source"]: dict(row) for row in rows}
 
+    # --- what the alerts already announced (for --run-once, which forgets between runs) ----
+
+    async def alert_state(self) -> Any:
+        value = await self._db.scalar("SELECT value FROM meta WHERE key = 'alert_state'")
+        return json.loads(value) if value else []
+
+    async def save_alert_state(self, state: Any) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('alert_state', ?)",
+                (dumps(state),),
+            )
+
     # --- history -----------------------------------------------------------------------------
 
     async def record_sent(
