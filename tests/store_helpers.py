@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from syncd.config import SafetyConfig
+from syncd.core.diff import AckedUser, SourceDiff, diff_source
 from syncd.core.health import observe
 from syncd.core.kinds import SourceOutcome
 from syncd.core.model import ClassStatus, User
@@ -25,4 +27,24 @@ async def record_poll(
     outcome = SourceOutcome.OK if ok else SourceOutcome.FAILED
     await store.journal.save_health(
         observe(record, outcome, error, time.time() if now is None else now)
+    )
+
+
+def user_diff(
+    desired: Mapping[str, User],
+    *,
+    source: str = "classcharts",
+    acknowledged: Mapping[str, AckedUser] | None = None,
+) -> SourceDiff:
+    """The diff of a complete poll with nothing failed, default [safety], no class statuses."""
+    return diff_source(
+        source=source,
+        desired=desired,
+        acknowledged=acknowledged or {},
+        complete=True,
+        failed_owners=frozenset(),
+        approved_ids=frozenset(),
+        safety=SafetyConfig(),
+        desired_class_statuses=None,
+        stored_class_statuses={},
     )

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from store_helpers import user_diff
 from syncd.config import SafetyConfig, parse_config
 from syncd.core.diff import AckedUser, diff_source
 from syncd.core.mapping import AdminSpec, apply_admins, apply_admins_by_source, users_of_source
@@ -83,16 +84,8 @@ def test_an_admin_of_a_source_not_polled_this_cycle_is_left_to_that_source() -> 
 
 def test_granting_admin_to_a_synced_user_reaches_chengjiyun_as_an_add() -> None:
     users, _ = apply_admins(SYNCED, [AdminSpec("ep-t1")])
-    result = diff_source(
-        source="epaas",
-        desired=users_of_source(users, "epaas"),
-        acknowledged={"ep-t1": AckedUser(TEACHER)},
-        complete=True,
-        failed_owners=frozenset(),
-        approved_ids=frozenset(),
-        safety=SafetyConfig(),
-        desired_class_statuses=None,
-        stored_class_statuses={},
+    result = user_diff(
+        users_of_source(users, "epaas"), source="epaas", acknowledged={"ep-t1": AckedUser(TEACHER)}
     )
     assert [u.pushed()["roleList"] for u in result.adds] == [["管理员", "教师"]]
     assert not result.updates and not result.warnings
@@ -101,17 +94,7 @@ def test_granting_admin_to_a_synced_user_reaches_chengjiyun_as_an_add() -> None:
 def test_standalone_admins_are_diffed_as_the_config_source() -> None:
     users, _ = apply_admins(SYNCED, [AdminSpec("office-1", "教务处")])
     desired = users_of_source(users, ADMIN_SOURCE)
-    added = diff_source(
-        source=ADMIN_SOURCE,
-        desired=desired,
-        acknowledged={},
-        complete=True,
-        failed_owners=frozenset(),
-        approved_ids=frozenset(),
-        safety=SafetyConfig(),
-        desired_class_statuses=None,
-        stored_class_statuses={},
-    )
+    added = user_diff(desired, source=ADMIN_SOURCE)
     assert [u.id for u in added.adds] == ["office-1"]
     removed = diff_source(
         source=ADMIN_SOURCE,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from store_helpers import user_diff
 from syncd.clients.chengjiyun import ChengjiyunClient
 from syncd.config import SafetyConfig
 from syncd.core.diff import SourceDiff, diff_source
@@ -293,17 +294,7 @@ async def test_claim_skips_what_the_snapshot_already_reflects(
     w, client = worker(store, fake)
     await w.drain()
     # An older diff arriving after the acknowledgement (daemon race): its rows must not be sent.
-    older = diff_source(
-        source="classcharts",
-        desired=pupils(3),
-        acknowledged={},
-        complete=True,
-        failed_owners=frozenset(),
-        approved_ids=frozenset(),
-        safety=SafetyConfig(),
-        desired_class_statuses=None,
-        stored_class_statuses={},
-    )
+    older = user_diff(pupils(3))
     stale_delete = SourceDiff(
         source="classcharts", deletes=(User("cc-99", "X", ("学生",), "classcharts"),)
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.config import SafetyConfig
-from syncd.core.diff import SourceDiff, diff_source
+from store_helpers import user_diff
+from syncd.core.diff import SourceDiff
 from syncd.core.health import HealthRecord, observe
 from syncd.core.kinds import SourceOutcome
 from syncd.core.model import User
@@ -45,17 +45,7 @@ async def test_readonly_open_of_a_missing_file_creates_nothing(tmp_path: Path) -
 
 
 def _diff(users: dict[str, User]) -> SourceDiff:
-    return diff_source(
-        source="classcharts",
-        desired=users,
-        acknowledged={},
-        complete=True,
-        failed_owners=frozenset(),
-        approved_ids=frozenset(),
-        safety=SafetyConfig(),
-        desired_class_statuses=None,
-        stored_class_statuses={},
-    )
+    return user_diff(users)
 
 
 async def test_a_cycle_is_committed_in_one_transaction(tmp_path: Path) -> None:
