@@ -72,9 +72,18 @@ class Sandbox:
         return pupils | parents | teachers
 
 
-async def start_sandbox(directory: Path, pupils: int = 30) -> Sandbox:
-    school = generate_school(pupils, today=TODAY)
-    classcharts, epaas, chengjiyun = FakeClassCharts(), FakeEpaas(), FakeChengjiyun()
+async def start_sandbox(
+    directory: Path,
+    pupils: int = 30,
+    *,
+    org_id: str = "sandbox-school",
+    key: str = "sandbox-key",
+    seed: int = 7,
+) -> Sandbox:
+    """One school's three fakes; ``org_id``, ``key`` and ``seed`` tell schools apart."""
+    school = generate_school(pupils, seed=seed, today=TODAY)
+    classcharts, epaas = FakeClassCharts(), FakeEpaas()
+    chengjiyun = FakeChengjiyun(org_id=org_id, key=key)
     populate(school, classcharts, epaas)
     urls = [await fake.start() for fake in (classcharts, epaas, chengjiyun)]
     return Sandbox(school, classcharts, epaas, chengjiyun, urls, directory)

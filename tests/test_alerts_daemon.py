@@ -17,8 +17,8 @@ from syncd.clients.chengjiyun import client_from_config
 from syncd.config import load_config
 from syncd.engine.alerting import SchoolAlerts
 from syncd.engine.cycle import School
-from syncd.engine.daemon import Daemon
 from syncd.engine.drain import worker_from_config
+from syncd.engine.service import SchoolService
 from syncd.store import Store
 
 
@@ -53,7 +53,7 @@ async def test_a_failing_source_alerts_once_and_once_more_when_it_recovers(
     config = load_config(config_path)
     sandbox.epaas.corp["permanent_code"] = "revoked"
     clock = [time.time()]
-    daemon = Daemon(config, clock=lambda: clock[0])
+    daemon = SchoolService(config, clock=lambda: clock[0])
     async with await Store.open(config.store.path) as store, client_from_config(config) as client:
         daemon.school = School(config, store)
         daemon.alerter = Alerter.from_config(config.alerts, school=config.chengjiyun.org_id)

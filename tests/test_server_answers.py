@@ -15,7 +15,7 @@ from test_server_helpers import served
 
 from store_helpers import acknowledge
 from syncd.core.model import User
-from syncd.server.app import ANSWERS_KEY, create_app
+from syncd.server.app import SERVED_KEY, create_app
 from syncd.server.replay import Admission, ReplayCache
 from syncd.store import Store
 
@@ -154,7 +154,7 @@ async def test_a_large_answer_is_streamed_whole(tmp_path: Path) -> None:
         ):
             assert response.status == 200 and await response.read() == b""
             assert int(response.headers["Content-Length"]) == len(body)
-        assert ANSWERS_KEY in api.runner.app
+        assert SERVED_KEY in api.runner.app
 
 
 async def test_answers_shape_users_as_the_store_serves_them(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ async def test_exam_answers_are_cached_per_import(tmp_path: Path, store: Store) 
                 _, second_raw = await ask(session, name)
                 assert first == {"code": 0, "msg": "success", "data": expected}, name
                 assert first_raw == second_raw, name
-            assert app[PULL_KEY].exam_answers.builds == len(EXPECTED)
+            assert app[PULL_KEY].school(ORG).exam_answers.builds == len(EXPECTED)
 
             out: Any = SimpleNamespace(write=lambda text: None)
             args = SimpleNamespace(exam_id="2026-mid-g8")

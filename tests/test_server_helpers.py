@@ -19,7 +19,7 @@ from test_server import STATUS, USERS, make_config
 from store_helpers import acknowledge
 from syncd.log import configure_logging
 from syncd.server.answers import AnswerCache
-from syncd.server.app import ANSWERS_KEY, listening_port, start_server
+from syncd.server.app import SERVED_KEY, listening_port, start_server
 from syncd.store import Store
 
 
@@ -35,7 +35,8 @@ class Served:
 
     @property
     def answers(self) -> AnswerCache:
-        return self.runner.app[ANSWERS_KEY]
+        (school,) = self.runner.app[SERVED_KEY].schools.values()
+        return school.answers
 
 
 @asynccontextmanager

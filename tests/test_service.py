@@ -204,14 +204,14 @@ async def test_a_failing_source_is_logged_once_per_state_change_and_backs_off(
     from syncd.clients.chengjiyun import client_from_config
     from syncd.config import load_config
     from syncd.engine.cycle import School
-    from syncd.engine.daemon import Daemon
     from syncd.engine.drain import worker_from_config
+    from syncd.engine.service import SchoolService
     from syncd.log import configure_logging
 
     config = load_config(sandbox.config())
     sandbox.epaas.corp["permanent_code"] = "revoked"
     clock = [time.time()]
-    daemon = Daemon(config, clock=lambda: clock[0])
+    daemon = SchoolService(config, clock=lambda: clock[0])
     stream = io.StringIO()
     configure_logging(json_output=True, stream=stream, level="INFO")
     try:

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from syncd.config import PauseRange, ScheduleConfig
-from syncd.engine.daemon import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
+from syncd.core.health import FAILING_AFTER, MAX_BACKOFF_S, backoff_delay_s
 
 HOUR = 3600.0
 

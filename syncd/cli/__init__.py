@@ -9,15 +9,17 @@ import asyncio
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO, cast
 
 from syncd.cli.exit import ExitCode
 from syncd.cli.parser import build_parser
-from syncd.config import Config, config_path_from, load_config
+from syncd.config import Config, LogConfig, config_path_from
 from syncd.exceptions import ConfigError, StoreError, SyncdError, SyncLockedError
 from syncd.log import configure_logging, get_logger, redact
+from syncd.schools import SchoolConfigs, load_schools
 
-__all__ = ["COMMANDS", "ExitCode", "main"]
+__all__ = ["COMMANDS", "EACH_SCHOOL", "ExitCode", "main"]
 
 COMMANDS: dict[str, str] = {
     "run": "syncd.cli.sync:run_command",
@@ -38,6 +40,14 @@ COMMANDS: dict[str, str] = {
     "sandbox": "syncd.cli.demo:sandbox_command",
 }
 _NO_CONFIG = frozenset({"demo", "sandbox"})  # they make their own
+# Commands that take every school of the --config path (a file is a directory of one school).
+_ALL_SCHOOLS = frozenset({"run", "serve"})
+# Commands about one school that, given a directory and no --school, go through every school.
+EACH_SCHOOL: dict[str, str] = {
+    "run-once": "syncd.cli.schools:run_once_each_command",
+    "status": "syncd.cli.schools:status_each_command",
+    "check-config": "syncd.cli.schools:check_config_each_command",
+}
 
 # Commands that run as a service log to stdout (journald); the others keep stdout for their own
 # output (plan --json, status --json) and log to stderr.
@@ -78,6 +88,28 @@ def _command_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> st
     return command
 
 
+def _load(path: Path, command: str, out: TextIO) -> SchoolConfigs | int:
+    try:
+        return load_schools(path)
+    except ConfigError as err:
+        if command == "check-config":
+            for key, reason in err.problems:
+                out.write(redact(f"{path}: {key}: {reason}\n" if key else f"{path}: {reason}\n"))
+            out.write(f"{len(err.problems)} problem(s); nothing was started\n")
+        return _fail(f"configuration error in {path}: {err}", ExitCode.USAGE)
+
+
+def _handler_and_input(
+    command: str, schools: SchoolConfigs, school: str | None
+) -> tuple[str, SchoolConfigs | Config]:
+    """Which function runs ``command``, and on what: every school, or the one it is about."""
+    if command in _ALL_SCHOOLS:
+        return COMMANDS[command], schools.only(school) if school else schools
+    if command in EACH_SCHOOL and schools.is_directory and school is None:
+        return EACH_SCHOOL[command], schools
+    return COMMANDS[command], schools.one(school)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
@@ -86,30 +118,30 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if command is None:
         parser.print_help(out)
         return int(ExitCode.USAGE)
-    config: Config | None = None
+    target: SchoolConfigs | Config | None = None
+    log_config = LogConfig()
+    handler_name = COMMANDS[command]
     if command not in _NO_CONFIG:
-        path = config_path_from(args.config)
+        loaded = _load(config_path_from(args.config), command, out)
+        if isinstance(loaded, int):
+            return loaded
+        log_config = loaded.log
         try:
-            config = load_config(path)
+            handler_name, target = _handler_and_input(command, loaded, args.school)
         except ConfigError as err:
-            if command == "check-config":
-                for key, reason in err.problems:
-                    out.write(
-                        redact(f"{path}: {key}: {reason}\n" if key else f"{path}: {reason}\n")
-                    )
-                out.write(f"{len(err.problems)} problem(s); nothing was started\n")
-            return _fail(f"configuration error in {path}: {err}", ExitCode.USAGE)
+            return _fail(str(err), ExitCode.USAGE)
+        if isinstance(target, Config):
+            log_config = target.log
     stream = sys.stdout if command in _SERVICE_COMMANDS else sys.stderr
-    level = args.log_level or (config.log.level if config is not None else "info")
     configure_logging(
-        level=level.upper(), stream=stream, fmt=config.log.format if config else "auto"
+        level=(args.log_level or log_config.level).upper(), stream=stream, fmt=log_config.format
     )
-    handler = _resolve(COMMANDS[command])
+    handler = _resolve(handler_name)
     out = cast(TextIO, _Redacted(out))
     try:
-        if config is None:
+        if target is None:
             return int(asyncio.run(handler(args, out)))
-        return int(asyncio.run(handler(config, args, out)))
+        return int(asyncio.run(handler(target, args, out)))
     except KeyboardInterrupt:
         return 130
     except ConfigError as err:

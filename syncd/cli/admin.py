@@ -28,12 +28,13 @@ __all__ = [
     "history_command",
     "restore_backup_command",
     "retry_dead_command",
+    "school_status",
     "sso_url_command",
     "status_command",
 ]
 
 
-async def _status(config: Config) -> dict[str, Any]:
+async def school_status(config: Config) -> dict[str, Any]:
     async with await Store.open(
         config.store.path, backup=config.store.backup, readonly=True
     ) as store:
@@ -74,7 +75,7 @@ def _next_polls(config: Config) -> dict[str, float]:
 async def status_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     """Exit 0 when healthy, 1 when something needs the admin (failing source, dead letters,
     held deletions)."""
-    status = await _status(config)
+    status = await school_status(config)
     if getattr(args, "json", False):
         out.write(json.dumps(status, ensure_ascii=False, indent=2) + "\n")
     else:

@@ -119,7 +119,15 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--config",
         metavar="PATH",
         default=default,
-        help="configuration file (default: $SYNCD_CONFIG, then /etc/syncd/syncd.toml)",
+        help="configuration file, or a directory of one *.toml file per school (default: "
+        "$SYNCD_CONFIG, then /etc/syncd/syncd.toml)",
+    )
+    parser.add_argument(
+        "--school",
+        metavar="ORG_ID",
+        default=default,
+        help="with a directory: the school (orgId) to act on (required by commands about one "
+        "school when the directory holds several)",
     )
     parser.add_argument(
         "--log-level",

@@ -21,6 +21,7 @@ from syncd.engine.daemon import run_daemon
 from syncd.engine.drain import worker_from_config
 from syncd.engine.lock import SyncLock
 from syncd.log import get_logger
+from syncd.schools import SchoolConfigs
 from syncd.server.app import serve_command as _serve
 from syncd.store import Store
 
@@ -119,13 +120,13 @@ async def plan_command(config: Config, args: argparse.Namespace, out: TextIO) ->
     return ExitCode.FAILED if report.failed else ExitCode.OK
 
 
-async def run_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    """The daemon, until SIGTERM/SIGINT; exit 0 on a clean stop."""
-    with SyncLock(config.store.path, "run"):
-        await run_daemon(config)
+async def run_command(schools: SchoolConfigs, args: argparse.Namespace, out: TextIO) -> int:
+    """The daemon of every school, until SIGTERM/SIGINT; exit 0 on a clean stop. Each school
+    takes its own sync lock (with one configuration file, a held lock is exit 75)."""
+    await run_daemon(schools)
     return ExitCode.OK
 
 
-async def serve_command(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+async def serve_command(schools: SchoolConfigs, args: argparse.Namespace, out: TextIO) -> int:
     """The pull API alone, for the cron/timer layout (it syncs nothing, so takes no lock)."""
-    return await _serve(config, args, out)
+    return await _serve(schools, args, out)

@@ -28,7 +28,7 @@ from syncd.clients.transport import (
 from syncd.config import Config
 from syncd.core.signing import sign
 from syncd.exceptions import PayloadError
-from syncd.metrics import PUSH_ANSWERS, UPSTREAM_LATENCY
+from syncd.metrics import PUSH_ANSWERS, UPSTREAM_LATENCY, school_label
 
 __all__ = [
     "ACCOUNT_REFUSED_CODES",
@@ -224,10 +224,14 @@ class ChengjiyunClient(SessionClient):
             assert failure is not None
             result = PushResult(PushOutcome.TRANSIENT, None, failure.reason)
         finally:
-            UPSTREAM_LATENCY.labels(service=SERVICE).observe(time.perf_counter() - started)
+            UPSTREAM_LATENCY.labels(org_id=school_label(), service=SERVICE).observe(
+                time.perf_counter() - started
+            )
         answer = result.code if result.code is not None else result.http_status
         PUSH_ANSWERS.labels(
-            endpoint=endpoint, answer=str(answer) if answer is not None else "none"
+            org_id=school_label(),
+            endpoint=endpoint,
+            answer=str(answer) if answer is not None else "none",
         ).inc()
         return result
 

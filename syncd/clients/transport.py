@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from syncd import __version__
 from syncd.exceptions import PayloadError, UpstreamError
-from syncd.metrics import UPSTREAM_LATENCY
+from syncd.metrics import UPSTREAM_LATENCY, school_label
 
 __all__ = [
     "CHUNK_BYTES",
@@ -214,7 +214,9 @@ async def request_json(
         assert broken is not None
         raise UpstreamError(service, call, broken.reason, transient=broken.transient) from err
     finally:
-        UPSTREAM_LATENCY.labels(service=service).observe(time.perf_counter() - started)
+        UPSTREAM_LATENCY.labels(org_id=school_label(), service=service).observe(
+            time.perf_counter() - started
+        )
     if failure is not None:
         raise UpstreamError(service, call, failure.reason, transient=failure.transient)
     if 300 <= response.status < 400 or not expect_json:

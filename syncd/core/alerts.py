@@ -37,6 +37,7 @@ class AlertKind(StrEnum):
     ACCOUNT_REFUSED = "account_refused"
     CHENGJIYUN_UNREACHABLE = "chengjiyun_unreachable"
     CHENGJIYUN_RECOVERED = "chengjiyun_recovered"
+    CONFIG_INVALID = "config_invalid"
 
 
 class WebhookFormat(StrEnum):
@@ -77,6 +78,10 @@ _KINDS: Mapping[AlertKind, tuple[str, str]] = {
     AlertKind.ACCOUNT_REFUSED: ("refused", "Chengjiyun refuses the account (成绩云拒绝账号)"),
     AlertKind.CHENGJIYUN_UNREACHABLE: ("unreachable", "Chengjiyun is unreachable (成绩云无法访问)"),
     AlertKind.CHENGJIYUN_RECOVERED: ("ok", "Chengjiyun is reachable again (成绩云已恢复)"),
+    AlertKind.CONFIG_INVALID: (
+        "invalid",
+        "the school's configuration file is invalid; it is not syncing (配置无效)",
+    ),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from syncd.core.diff import SourceDiff
@@ -18,6 +18,7 @@ __all__ = [
     "render_cycle",
     "render_drain",
     "render_plan",
+    "render_school_lines",
     "render_status",
     "source_label",
     "when",
@@ -291,4 +292,40 @@ def render_status(status: Mapping[str, Any]) -> str:
         *_status_cycles(status["cycles"]),
         *_status_waiting(status),
     ]
+    return "".join(line + "\n" for line in lines)
+
+
+def render_school_lines(
+    statuses: Mapping[str, Mapping[str, Any]],
+    unavailable: Mapping[str, str],
+    invalid: Sequence[tuple[str, str]],
+) -> str:
+    """``status`` of a directory: one line per school (state, last success, queue, dead letters,
+    held deletions), then the schools that cannot be read and the files that do not validate."""
+    lines = [
+        f"{'school':<20} {'state':<9} {'last success':<25} {'queue':>6} {'dead':>5} {'held':>5}"
+    ]
+    for org_id, status in statuses.items():
+        successes = [s.get("last_success_at") for s in status["sources"].values()]
+        known = [t for t in successes if t]
+        # The oldest source's success: the school is as fresh as its stalest source.
+        last = min(known) if known and len(known) == len(successes) else None
+        held = len(status["held_deletions"]) + (1 if status["held_class_statuses"] else 0)
+        lines.append(
+            f"{org_id:<20} {'ok' if status['healthy'] else 'ATTENTION':<9} {when(last):<25} "
+            f"{sum(status['queue'].values()):>6} {len(status['dead_letters']):>5} {held:>5}"
+        )
+    for org_id, reason in unavailable.items():
+        lines.append(f"{org_id:<20} {'ATTENTION':<9} {reason}")
+    for name, problem in invalid:
+        lines.append(f"{name:<20} {'INVALID':<9} {problem}")
+    attention = sum(1 for s in statuses.values() if not s["healthy"]) + len(unavailable)
+    if attention or invalid:
+        lines.append(
+            f"{attention + len(invalid)} school(s) need attention: "
+            "`syncd status --school ORG_ID` tells what and what to do"
+            + ("; `syncd check-config --config DIR` lists every file's problems" if invalid else "")
+        )
+    else:
+        lines.append(f"all {len(statuses)} school(s) healthy")
     return "".join(line + "\n" for line in lines)

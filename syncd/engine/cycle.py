@@ -1,8 +1,8 @@
 """One sync cycle of one school: poll the sources, map, diff against the snapshot, enqueue.
 
 Polling (``polling.py``) and the store are the only I/O here; mapping and diffing are the pure
-core's. ``School`` holds everything that belongs to one school, so one process can later run
-several schools side by side without any module-level state.
+core's. ``School`` holds everything that belongs to one school, so one process runs several schools side
+by side without any module-level state.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class School:
         self, config: Config, store: Store, *, on_health_change: StateChange | None = None
     ) -> None:
         self.config = config
+        self.org_id = config.chengjiyun.org_id
         self.store = store
         self.health = {
             source: SourceHealth(
@@ -133,14 +134,14 @@ async def _after_source(
     school: School, report: SourceReport, poll: Poll, *, write: bool, daemon: bool
 ) -> None:
     """Metrics and the source's health, once its part of the cycle is done."""
-    source = report.source
-    CYCLES.labels(source=source, outcome=report.outcome).inc()
-    CYCLE_DURATION.labels(source=source).observe(report.duration_s)
+    source, org_id = report.source, school.org_id
+    CYCLES.labels(org_id=org_id, source=source, outcome=report.outcome).inc()
+    CYCLE_DURATION.labels(org_id=org_id, source=source).observe(report.duration_s)
     if write and source in school.health:
         error = "; ".join(poll.errors) or None
         await school.health[source].observe(report.outcome, error, time.time(), quiet=not daemon)
     if poll.mapped is not None:
-        LAST_SUCCESS.labels(source=source).set(time.time())
+        LAST_SUCCESS.labels(org_id=org_id, source=source).set(time.time())
 
 
 async def _journal(store: Store, cycle_id: int, cycle: CycleReport) -> None:

@@ -44,7 +44,7 @@ from syncd.core.kinds import KIND_ORDER, OperationKind
 from syncd.core.model import User
 from syncd.core.report import DrainReport
 from syncd.log import get_logger
-from syncd.metrics import OPERATIONS, QUEUE_DEPTH
+from syncd.metrics import OPERATIONS, QUEUE_DEPTH, school_label
 from syncd.store import Claim, QueuedOperation, Store
 
 __all__ = ["DrainReport", "DrainStop", "OutboxWorker", "backoff_s", "worker_from_config"]
@@ -252,7 +252,7 @@ class OutboxWorker:
     async def _update_gauges(self) -> None:
         depth = await self._store.outbox.depth()
         for kind in KIND_ORDER:
-            QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
+            QUEUE_DEPTH.labels(org_id=school_label(), kind=kind).set(depth.get(kind, 0))
 
     async def _request(self, rows: tuple[QueuedOperation, ...]) -> PushResult:
         kind = rows[0].kind
@@ -290,7 +290,7 @@ class OutboxWorker:
             self._transient_streak = 0
             await self._store.acknowledge(claim, answer=result.message, code=result.code)
             report.sent[kind] += len(rows)
-            OPERATIONS.labels(kind=kind, result="sent").inc(len(rows))
+            OPERATIONS.labels(org_id=school_label(), kind=kind, result="sent").inc(len(rows))
             return len(rows)
         if outcome is PushOutcome.ACCOUNT_REFUSED:
             report.stopped = DrainStop.REFUSED
@@ -325,7 +325,7 @@ class OutboxWorker:
             entry = {"kind": str(row.kind), "record_id": row.record_id, "code": result.code}
             report.dead.append({**entry, "reason": result.message})
             log.warning("operation dead-lettered", **entry, reason=result.message)
-        OPERATIONS.labels(kind=kind, result="dead").inc(len(rows))
+        OPERATIONS.labels(org_id=school_label(), kind=kind, result="dead").inc(len(rows))
         return len(rows)
 
     async def _retry_later(
@@ -355,7 +355,7 @@ class OutboxWorker:
         self._paused_until = max(self._paused_until, self._clock() + delay_s)
         report.retried += len(rows)
         report.last_transient = result.message
-        OPERATIONS.labels(kind=rows[0].kind, result="retried").inc(len(rows))
+        OPERATIONS.labels(org_id=school_label(), kind=rows[0].kind, result="retried").inc(len(rows))
 
 
 def worker_from_config(

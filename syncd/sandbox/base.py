@@ -178,7 +178,8 @@ class FakeServer(abc.ABC):
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 = any free port) and return the base URL."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # A fake stops at once: a request held by a "delay" fault is not waited for.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

@@ -76,12 +76,15 @@ async def health(config: Config, store: Store, *, now: float) -> dict[str, Any]:
 
 
 async def refresh_gauges(config: Config, store: Store, *, now: float) -> None:
+    """One school's gauges, labelled with its ``org_id``."""
+    org_id = config.chengjiyun.org_id
     depth = await store.queue_depth()
     for kind in ("addUser", "updateUser", "classStatus", "deleteUser"):
-        QUEUE_DEPTH.labels(kind=kind).set(depth.get(kind, 0))
-    HELD_DELETIONS.set(len(await store.held_deletions()))
-    DEAD_LETTERS.set(len(await store.dead_letters()))
+        QUEUE_DEPTH.labels(org_id=org_id, kind=kind).set(depth.get(kind, 0))
+    HELD_DELETIONS.labels(org_id=org_id).set(len(await store.held_deletions()))
+    DEAD_LETTERS.labels(org_id=org_id).set(len(await store.dead_letters()))
     for source, state in (await store.source_states()).items():
         if state.get("last_success_at"):
-            LAST_SUCCESS.labels(source=source).set(state["last_success_at"])
-            SECONDS_SINCE_SUCCESS.labels(source=source).set(now - state["last_success_at"])
+            last = state["last_success_at"]
+            LAST_SUCCESS.labels(org_id=org_id, source=source).set(last)
+            SECONDS_SINCE_SUCCESS.labels(org_id=org_id, source=source).set(now - last)

@@ -1,0 +1,198 @@
+"""Several schools in one syncd: ``--config DIR``, each school with its own fakes, database, lock
+and key; pulls routed by orgId; one school's hang or bad file never holds up another; SIGHUP
+starts an added school without touching the others."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from test_service import free_port, wait_for
+
+from conftest import subprocess_env, syncd_command
+from sandbox_helpers import Sandbox, run_syncd, start_sandbox, stop_sandbox
+from syncd.core.signing import signed_query
+from syncd.engine.lock import read_holder
+from syncd.exceptions import ConfigError
+from syncd.schools import load_schools
+
+A, B, C = "school-a", "school-b", "school-c"
+HANG_TIMEOUT_S = 10  # school A's epaas timeout (its epaas hangs)
+BROKEN = '[chengjiyun]\nplatform = "sandbox"\norg_id = "school-x"\n'  # no key: invalid
+
+
+@pytest.fixture
+async def boxes(tmp_path: Path) -> AsyncIterator[dict[str, Sandbox]]:
+    started: dict[str, Sandbox] = {}
+    for seed, org_id in enumerate((A, B, C), start=11):
+        (tmp_path / org_id).mkdir()
+        started[org_id] = await start_sandbox(
+            tmp_path / org_id, org_id=org_id, key=f"key-{org_id}", seed=seed
+        )
+    yield started
+    for box in started.values():
+        await stop_sandbox(box)
+
+
+def school_file(box: Sandbox, directory: Path, port: int, *, epaas: str = "") -> Path:
+    """The school's config, in the schools directory; every file names the same listener."""
+    directory.mkdir(exist_ok=True)
+    text = box.config(listen=f"127.0.0.1:{port}", epaas=epaas).read_text(encoding="utf-8")
+    target = directory / f"{box.chengjiyun.org_id}.toml"
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def synced(box: Sandbox) -> bool:
+    return set(box.chengjiyun.users) == box.expected_user_ids()
+
+
+async def pull(port: int, org_id: str, key: str) -> dict[str, Any]:
+    query = signed_query({"orgId": org_id, "timestamp": int(time.time())}, key)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/queryUsers?{query}") as response,
+    ):
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+def names(users: Any) -> set[tuple[str, str]]:
+    return {(user["id"], user["name"]) for user in users}
+
+
+async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sighup(
+    boxes: dict[str, Sandbox], tmp_path: Path
+) -> None:
+    port, directory = free_port(), tmp_path / "schools"
+    school_file(boxes[A], directory, port, epaas=f"timeout_s = {HANG_TIMEOUT_S}")
+    school_file(boxes[B], directory, port)
+    (directory / "broken.toml").write_text(BROKEN, encoding="utf-8")
+    # School A's epaas hangs (A starts first): its poll waits for its timeout; B must not wait.
+    boxes[A].epaas.faults.add("delay", value=3600, times=None)
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *syncd_command("--config", str(directory), "run"),
+            stdout=log_file,
+            stderr=log_file,
+            env=subprocess_env(),
+        )
+    try:
+        started = time.monotonic()
+        await wait_for(lambda: synced(boxes[B]), timeout_s=60)
+        b_took_s = time.monotonic() - started
+        assert boxes[A].epaas.requests, "school A's epaas was asked first, and is hanging"
+        assert b_took_s < HANG_TIMEOUT_S, f"school B waited {b_took_s:.1f} s, like A's epaas"
+        pupils_a = {f"cc-{pid}" for pid in boxes[A].classcharts.pupils}
+        await wait_for(lambda: pupils_a <= set(boxes[A].chengjiyun.users), timeout_s=30)
+
+        # Pulls: each orgId gets its own school's users, signed with its own key.
+        answer_b = await pull(port, B, f"key-{B}")
+        assert answer_b["code"] == 0
+        assert names(answer_b["data"]) == names(boxes[B].chengjiyun.users.values())
+        answer_a = await pull(port, A, f"key-{A}")
+        assert answer_a["code"] == 0 and names(answer_a["data"]) != names(answer_b["data"])
+        assert (await pull(port, B, f"key-{A}"))["code"] == 30006  # A's key does not open B
+        assert (await pull(port, "nobody", f"key-{A}"))["code"] == 30005
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            health = await response.json()
+        assert response.status == 503 and health["not_running"] == {
+            "school-x": "invalid configuration"
+        }
+        assert set(health["schools"]) == {A, B}
+
+        status = await run_syncd(directory, "status")
+        assert status.returncode == 1, status.stdout + status.stderr
+        rows = {line.split()[0]: line for line in status.stdout.splitlines() if line}
+        assert {A, B, "school-x"} <= set(rows) and "INVALID" in rows["school-x"]
+
+        # SIGHUP after adding school C: C starts; A and B keep their locks (same holder, same
+        # start time) and are not restarted.
+        holders = {org: read_holder(boxes[org].database) for org in (A, B)}
+        school_file(boxes[C], directory, port)
+        process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: synced(boxes[C]), timeout_s=60)
+        assert {org: read_holder(boxes[org].database) for org in (A, B)} == holders
+        assert all(h is not None and h["pid"] == process.pid for h in holders.values())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=60)
+    log = log_path.read_text(encoding="utf-8")
+    assert returncode == 0, log[-3000:]
+    assert "configuration reloaded" in log and "Traceback" not in log
+    reloaded = log[log.index("configuration reloaded") - 2000 :]
+    assert "school stopped" not in reloaded.split("configuration reloaded")[0]
+    assert "broken.toml" in log and "chengjiyun.key" in log  # the invalid file is named, with why
+
+
+async def test_commands_over_a_directory(boxes: dict[str, Sandbox], tmp_path: Path) -> None:
+    port, directory = free_port(), tmp_path / "schools"
+    for org_id in (A, B):
+        school_file(boxes[org_id], directory, port)
+    (directory / "broken.toml").write_text(BROKEN, encoding="utf-8")
+
+    check = await run_syncd(directory, "check-config")
+    assert check.returncode == 2
+    assert "broken.toml: chengjiyun.key: is required" in check.stdout
+    assert "2 of 3 school file(s) valid" in check.stdout
+
+    plan = await run_syncd(directory, "plan")
+    assert plan.returncode == 2 and "--school ORG_ID" in plan.stderr
+    assert (await run_syncd(directory, "--school", A, "plan")).returncode == 0
+    unknown = await run_syncd(directory, "--school", "nobody", "status")
+    assert unknown.returncode == 2 and "no school has orgId 'nobody'" in unknown.stderr
+
+    once = await run_syncd(directory, "--run-once", timeout_s=120)
+    assert once.returncode == 2, once.stdout + once.stderr  # the invalid file
+    assert "== school school-a" in once.stdout and "== school school-b" in once.stdout
+    assert synced(boxes[A]) and synced(boxes[B]) and not boxes[C].chengjiyun.users
+
+    (directory / "broken.toml").unlink()
+    status = await run_syncd(directory, "status", "--json")
+    assert status.returncode == 0, status.stdout
+    assert set(json.loads(status.stdout)["schools"]) == {A, B}
+    one = await run_syncd(directory, "--school", B, "status")
+    assert one.returncode == 0 and str(boxes[B].database) in one.stdout
+
+
+def test_files_of_a_directory_must_agree(tmp_path: Path) -> None:
+    def school(name: str, org_id: str, extra: str = "") -> None:
+        (tmp_path / name).write_text(
+            f'[chengjiyun]\nplatform = "p"\nkey = "k"\norg_id = "{org_id}"\n{extra}',
+            encoding="utf-8",
+        )
+
+    school("a.toml", "one", '[server]\nlisten = "127.0.0.1:9001"\n')
+    school("b.toml", "two")  # no [server]: shares a.toml's listener
+    school("c.toml", "one")  # a.toml's orgId
+    school("d.toml", "four", '[server]\nlisten = "127.0.0.1:9002"\n')  # another listener
+    school("e.toml", "five", '[store]\npath = "/tmp/elsewhere/one.db"\n')
+    school("f.toml", "six", '[store]\npath = "/tmp/elsewhere/one.db"\n')  # e.toml's database
+    school("g.toml", "a/b")  # an orgId that cannot name a database file
+    (tmp_path / "notes.txt").write_text("not a school", encoding="utf-8")
+    schools = load_schools(tmp_path, state_dir=Path("/srv/syncd"))
+    assert list(schools.schools) == ["one", "two", "five"]
+    assert schools.schools["two"].store.path == Path("/srv/syncd/two.db")
+    assert schools.server.listen == "127.0.0.1:9001"
+    problems = {bad.path.name: bad.error.key for bad in schools.invalid}
+    assert problems == {
+        "c.toml": "chengjiyun.org_id",
+        "d.toml": "server",
+        "f.toml": "store.path",
+        "g.toml": "store.path",
+    }
+    with pytest.raises(ConfigError, match="several schools"):
+        schools.one(None)
+    assert schools.one("two").chengjiyun.org_id == "two"
