@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from test_service import free_port, wait_for
+from test_alerts import Webhook, webhook  # noqa: F401 - the fixture
+from test_service import _listening, free_port, wait_for
 
 from conftest import subprocess_env, syncd_command
 from sandbox_helpers import Sandbox, run_syncd, start_sandbox, stop_sandbox
@@ -69,12 +70,16 @@ def names(users: Any) -> set[tuple[str, str]]:
 
 
 async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sighup(
-    boxes: dict[str, Sandbox], tmp_path: Path
+    boxes: dict[str, Sandbox],
+    tmp_path: Path,
+    webhook: Webhook,  # noqa: F811 - the fixture imported above
 ) -> None:
     port, directory = free_port(), tmp_path / "schools"
     school_file(boxes[A], directory, port, epaas=f"timeout_s = {HANG_TIMEOUT_S}")
     school_file(boxes[B], directory, port)
-    (directory / "broken.toml").write_text(BROKEN, encoding="utf-8")
+    # Invalid, but its [alerts] section is sound: its admin is told the school is not running.
+    alerts = f'[alerts]\nwebhook_url = "{webhook.url()}"\n'
+    (directory / "broken.toml").write_text(BROKEN + alerts, encoding="utf-8")
     # School A's epaas hangs (A starts first): its poll waits for its timeout; B must not wait.
     boxes[A].epaas.faults.add("delay", value=3600, times=None)
     log_path = tmp_path / "daemon.log"
@@ -112,6 +117,20 @@ async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sig
             "school-x": "invalid configuration"
         }
         assert set(health["schools"]) == {A, B}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            metrics = await response.text()
+        for org_id in (A, B):
+            assert f'syncd_dead_letters{{org_id="{org_id}"}} 0.0' in metrics
+            assert (
+                f'syncd_cycles_total{{org_id="{org_id}",outcome="ok",source="classcharts"}}'
+                in metrics
+            )
+        assert [(b["event"], b["school"]) for b in webhook.bodies] == [
+            ("config_invalid", "school-x")
+        ]
 
         status = await run_syncd(directory, "status")
         assert status.returncode == 1, status.stdout + status.stderr
@@ -165,6 +184,22 @@ async def test_commands_over_a_directory(boxes: dict[str, Sandbox], tmp_path: Pa
     assert set(json.loads(status.stdout)["schools"]) == {A, B}
     one = await run_syncd(directory, "--school", B, "status")
     assert one.returncode == 0 and str(boxes[B].database) in one.stdout
+
+    # `serve` alone answers every school's pulls.
+    process = await asyncio.create_subprocess_exec(
+        *syncd_command("--config", str(directory), "serve"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=subprocess_env(),
+    )
+    try:
+        await wait_for(lambda: _listening(port))
+        for org_id in (A, B):
+            answer = await pull(port, org_id, f"key-{org_id}")
+            assert names(answer["data"]) == names(boxes[org_id].chengjiyun.users.values()), answer
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 0
 
 
 def test_files_of_a_directory_must_agree(tmp_path: Path) -> None:
