@@ -145,14 +145,30 @@ async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sig
         await wait_for(lambda: synced(boxes[C]), timeout_s=60)
         assert {org: read_holder(boxes[org].database) for org in (A, B)} == holders
         assert all(h is not None and h["pid"] == process.pid for h in holders.values())
+
+        # SIGHUP after removing school B and changing C: B stops (its lock is free, its pulls
+        # unknown), C restarts (a new lock), A is not touched.
+        c_holder = read_holder(boxes[C].database)
+        (directory / f"{B}.toml").unlink()
+        c_file = directory / f"{C}.toml"
+        c_file.write_text(c_file.read_text().replace("batch_size = 100", "batch_size = 50"))
+        process.send_signal(signal.SIGHUP)
+        await wait_for(lambda: read_holder(boxes[B].database) is None, timeout_s=30)
+        await wait_for(lambda: read_holder(boxes[C].database) not in (None, c_holder))
+        assert read_holder(boxes[A].database) == holders[A]
+        assert (await pull(port, B, f"key-{B}"))["code"] == 30005
+        assert (await pull(port, C, f"key-{C}"))["code"] == 0
     finally:
         process.send_signal(signal.SIGTERM)
         returncode = await asyncio.wait_for(process.wait(), timeout=60)
     log = log_path.read_text(encoding="utf-8")
     assert returncode == 0, log[-3000:]
-    assert "configuration reloaded" in log and "Traceback" not in log
-    reloaded = log[log.index("configuration reloaded") - 2000 :]
-    assert "school stopped" not in reloaded.split("configuration reloaded")[0]
+    assert "Traceback" not in log
+    reloads = [json.loads(line) for line in log.splitlines() if "configuration reloaded" in line]
+    assert [(r["started"], r["restarted"], r["stopped"]) for r in reloads] == [
+        ([C], [], []),
+        ([], [C], [B]),
+    ]
     assert "broken.toml" in log and "chengjiyun.key" in log  # the invalid file is named, with why
 
 
@@ -231,3 +247,36 @@ def test_files_of_a_directory_must_agree(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="several schools"):
         schools.one(None)
     assert schools.one("two").chengjiyun.org_id == "two"
+
+
+async def test_a_school_whose_database_cannot_open_is_reported_and_the_others_run(
+    tmp_path: Path,
+) -> None:
+    from syncd.engine.daemon import Daemon
+
+    port = free_port()
+    (tmp_path / "not-a-directory").write_text("", encoding="utf-8")
+    for org_id, database in (
+        ("good", tmp_path / "good.db"),
+        ("bad", tmp_path / "not-a-directory" / "x.db"),
+    ):
+        (tmp_path / f"{org_id}.toml").write_text(
+            f'[store]\npath = "{database}"\n[server]\nlisten = "127.0.0.1:{port}"\n'
+            f'[chengjiyun]\nplatform = "p"\nkey = "k-{org_id}"\norg_id = "{org_id}"\n',
+            encoding="utf-8",
+        )
+    daemon = Daemon(load_schools(tmp_path))
+    running = asyncio.create_task(daemon.run())
+    try:
+        await wait_for(lambda: _listening(port))
+        assert set(daemon.services) == {"good"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            health = await response.json()
+        assert response.status == 503 and health["not_running"] == {"bad": "not started"}
+        assert (await pull(port, "good", "k-good"))["code"] == 0
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(running, timeout=30)

@@ -59,6 +59,7 @@ class Daemon:
         self.served = ServedSchools(per_school=schools.is_directory)
         self._scheduler = AsyncIOScheduler()
         self._announced: dict[Path, str] = {}  # invalid files already alerted, with their error
+        self._alerts_in_flight: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -162,7 +163,9 @@ class Daemon:
             if bad.alerts is not None:
                 alerter = Alerter.from_config(bad.alerts, school=bad.name)
                 event = AlertEvent(AlertKind.CONFIG_INVALID, bad.name, None, error)
-                asyncio.get_running_loop().create_task(_send_and_close(alerter, event))
+                task = asyncio.create_task(_send_and_close(alerter, event))
+                self._alerts_in_flight.add(task)
+                task.add_done_callback(self._alerts_in_flight.discard)
         still_bad = {bad.path for bad in invalid}
         for path in [p for p in self._announced if p not in still_bad]:
             del self._announced[path]
