@@ -25,7 +25,7 @@ from syncd.config import Config
 from syncd.core.alerts import AlertEvent, AlertKind
 from syncd.engine.notify import SystemdNotifier, watchdog_loop
 from syncd.engine.service import SchoolService
-from syncd.exceptions import StoreError, SyncdError, SyncLockedError
+from syncd.exceptions import SyncdError
 from syncd.log import get_logger
 from syncd.schools import InvalidSchool, SchoolConfigs, load_schools
 from syncd.server.app import ServedSchools, start_schools_server
@@ -35,6 +35,7 @@ __all__ = ["STARTUP_STAGGER_S", "Daemon", "run_daemon"]
 log = get_logger(__name__)
 
 STARTUP_STAGGER_S = 0.25  # the schools of a directory take their first polls this far apart
+STARTING_AT_ONCE = 16  # schools whose databases are being opened at the same time
 NOT_STARTED = "not started"
 INVALID = "invalid configuration"
 
@@ -111,26 +112,35 @@ class Daemon:
         notifier.status(text + (f"; {not_running} not running" if not_running else ""))
 
     async def _start_schools(self, configs: Iterable[Config]) -> None:
-        """Start each school; spread their first polls so many schools do not poll at once."""
+        """Start the schools, a few at a time (opening a database takes a moment, and a
+        thousand of them must not keep systemd waiting), their first polls spread out."""
         several = self.schools.is_directory
-        for index, config in enumerate(configs):
-            await self._start_school(
-                config, first_poll_in_s=index * STARTUP_STAGGER_S if several else 0.0
-            )
+        opening = asyncio.Semaphore(STARTING_AT_ONCE)
+
+        async def start(index: int, config: Config) -> None:
+            async with opening:
+                await self._start_school(
+                    config, first_poll_in_s=index * STARTUP_STAGGER_S if several else 0.0
+                )
+
+        await asyncio.gather(*(start(i, config) for i, config in enumerate(configs)))
 
     async def _start_school(self, config: Config, *, first_poll_in_s: float) -> None:
         """In a directory, a school that cannot start is reported and the others go on; with
-        one configuration file, its failure is the process's (exit 75 or 2)."""
+        one configuration file, its failure is the process's (e.g. exit 75 or 2)."""
         org_id = config.chengjiyun.org_id
         service = SchoolService(config, clock=self._clock)
         try:
             await service.start(
                 self._scheduler, first_poll_in_s=first_poll_in_s, jitter=self.schools.is_directory
             )
-        except (SyncLockedError, StoreError) as err:
+        except Exception as err:
             if not self.schools.is_directory:
                 raise
-            log.error("school not started", org_id=org_id, error=str(err))
+            # A held lock or an unusable database is the admin's to fix; anything else is a bug
+            # worth its traceback. Either way the other schools go on.
+            report = log.error if isinstance(err, SyncdError) else log.exception
+            report("school not started", org_id=org_id, error=str(err))
             self.served.not_running[org_id] = NOT_STARTED
             return
         assert service.served is not None
