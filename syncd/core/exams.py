@@ -210,10 +210,11 @@ def _header(sheet: Sheet) -> list[str]:
     return [_cell_text(cell) for cell in sheet.rows[0]] if sheet.rows else []
 
 
-def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
+def _structure_columns(sheet: Sheet, problems: _Problems) -> dict[str, int] | None:
+    """Column index of each known structure header; None when a required one is missing."""
     header = _header(sheet)
     columns = {
-        STRUCTURE_HEADERS.get(name): index
+        STRUCTURE_HEADERS[name]: index
         for index, name in enumerate(header)
         if STRUCTURE_HEADERS.get(name)
     }
@@ -225,9 +226,16 @@ def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
         problems.add(
             sheet, 1, "A", f"missing column(s) {', '.join(missing)} (题号, 类型, 满分, 卷别)"
         )
+        return None
+    return columns
+
+
+def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
+    columns = _structure_columns(sheet, problems)
+    if columns is None:
         return []
     questions: list[Question] = []
-    numbers: dict[str, int] = {}
+    numbers: dict[str, int] = {}  # question number -> the row it is on
     for line, row in enumerate(sheet.rows[1:], start=2):
         cells = {
             key: _cell_text(row[index]) if index < len(row) else ""
@@ -238,46 +246,46 @@ def _read_structure(sheet: Sheet, problems: _Problems) -> list[Question]:
         number = cells["number"]
         if not number:
             problems.add(sheet, line, columns["number"], "question number is empty")
-            continue
-        if number in numbers:
+        elif number in numbers:
             problems.add(
                 sheet,
                 line,
                 columns["number"],
                 f"question {number} already appears on row {numbers[number]}",
             )
-            continue
-        numbers[number] = line
-        if cells["subjective"] not in ("主观题", "客观题"):
-            problems.add(
-                sheet,
-                line,
-                columns["subjective"],
-                f"{cells['subjective']!r} must be 主观题 or 客观题",
-            )
-        if cells["scroll"] not in ("一卷", "二卷"):
-            problems.add(
-                sheet, line, columns["scroll"], f"{cells['scroll']!r} must be 一卷 or 二卷"
-            )
-        full = _number(cells["score"])
-        if full is None or full <= 0:
-            problems.add(
-                sheet,
-                line,
-                columns["score"],
-                f"full mark {cells['score']!r} is not a positive number",
-            )
-            full = 0.0
-        questions.append(
-            Question(
-                number,
-                cells["subjective"],
-                full,
-                cells["scroll"],
-                *(cells.get(key) or None for key in ("selection", "type", "knowledge", "ability")),
-            )
-        )
+        else:
+            numbers[number] = line
+            questions.append(_question(sheet, line, cells, columns, problems))
     return questions
+
+
+def _question(
+    sheet: Sheet,
+    line: int,
+    cells: Mapping[str, str],
+    columns: Mapping[str, int],
+    problems: _Problems,
+) -> Question:
+    """One structure row as a question, each bad cell reported (a bad full mark counts as 0)."""
+    if cells["subjective"] not in ("主观题", "客观题"):
+        problems.add(
+            sheet, line, columns["subjective"], f"{cells['subjective']!r} must be 主观题 or 客观题"
+        )
+    if cells["scroll"] not in ("一卷", "二卷"):
+        problems.add(sheet, line, columns["scroll"], f"{cells['scroll']!r} must be 一卷 or 二卷")
+    full = _number(cells["score"])
+    if full is None or full <= 0:
+        problems.add(
+            sheet, line, columns["score"], f"full mark {cells['score']!r} is not a positive number"
+        )
+        full = 0.0
+    return Question(
+        cells["number"],
+        cells["subjective"],
+        full,
+        cells["scroll"],
+        *(cells.get(key) or None for key in ("selection", "type", "knowledge", "ability")),
+    )
 
 
 def _read_scores(
@@ -293,17 +301,7 @@ def _read_scores(
         problems.add(sheet, 1, 0, "the first column must be 账号 (the student account id)")
         return {}
     columns = header[1:]
-    seen_columns: dict[str, int] = {}
-    for index, name in enumerate(columns, start=1):
-        if not name:
-            problems.add(sheet, 1, index, "column header is empty")
-        elif name in seen_columns:
-            problems.add(
-                sheet, 1, index, f"{name} is also column {_column_letter(seen_columns[name])}"
-            )
-        elif full_marks is not None and name not in full_marks:
-            problems.add(sheet, 1, index, f"question {name} has no row in the structure sheet")
-        seen_columns.setdefault(name, index)
+    _check_score_columns(sheet, columns, full_marks, problems)
     result: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(sheet.rows[1:], start=2):
         account = _cell_text(row[0] if row else None)
@@ -316,33 +314,61 @@ def _read_scores(
                 0,
                 f"student account {account!r} is not a known student (not in the snapshot)",
             )
-            continue
-        if account in result:
+        elif account in result:
             problems.add(sheet, line, 0, f"student account {account} appears twice")
-            continue
-        scores: dict[str, Any] = {}
-        for index, name in enumerate(columns, start=1):
-            text = _cell_text(row[index]) if index < len(row) else ""
-            if not text:
-                if full_marks is None:
-                    continue  # no total for that subject: the student did not sit it
-                scores[name] = None  # a missing answer
-                continue
-            value = _number(text)
-            if value is None:
-                problems.add(sheet, line, index, f"score {text!r} is not a number")
-                continue
-            if value < 0:
-                problems.add(sheet, line, index, f"score {text} is negative")
-                continue
-            if full_marks is not None and name in full_marks and value > full_marks[name]:
-                problems.add(
-                    sheet,
-                    line,
-                    index,
-                    f"score {text} is above question {name}'s full mark {integral(full_marks[name])}",
-                )
-                continue
-            scores[name] = integral(value)
-        result[account] = scores
+        else:
+            result[account] = _scores_of_row(sheet, line, row, columns, full_marks, problems)
     return result
+
+
+def _check_score_columns(
+    sheet: Sheet,
+    columns: Sequence[str],
+    full_marks: Mapping[str, float] | None,
+    problems: _Problems,
+) -> None:
+    seen_columns: dict[str, int] = {}
+    for index, name in enumerate(columns, start=1):
+        if not name:
+            problems.add(sheet, 1, index, "column header is empty")
+        elif name in seen_columns:
+            problems.add(
+                sheet, 1, index, f"{name} is also column {_column_letter(seen_columns[name])}"
+            )
+        elif full_marks is not None and name not in full_marks:
+            problems.add(sheet, 1, index, f"question {name} has no row in the structure sheet")
+        seen_columns.setdefault(name, index)
+
+
+def _scores_of_row(
+    sheet: Sheet,
+    line: int,
+    row: Sequence[Any],
+    columns: Sequence[str],
+    full_marks: Mapping[str, float] | None,
+    problems: _Problems,
+) -> dict[str, Any]:
+    """One student's scores; a bad cell is reported and left out."""
+    scores: dict[str, Any] = {}
+    for index, name in enumerate(columns, start=1):
+        text = _cell_text(row[index]) if index < len(row) else ""
+        if not text:
+            if full_marks is not None:
+                scores[name] = None  # a missing answer; without full marks: subject not sat
+            continue
+        value = _number(text)
+        full = full_marks.get(name) if full_marks is not None else None
+        if value is None:
+            problems.add(sheet, line, index, f"score {text!r} is not a number")
+        elif value < 0:
+            problems.add(sheet, line, index, f"score {text} is negative")
+        elif full is not None and value > full:
+            problems.add(
+                sheet,
+                line,
+                index,
+                f"score {text} is above question {name}'s full mark {integral(full)}",
+            )
+        else:
+            scores[name] = integral(value)
+    return scores
