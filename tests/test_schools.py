@@ -251,6 +251,7 @@ def test_files_of_a_directory_must_agree(tmp_path: Path) -> None:
 
 async def test_a_school_whose_database_cannot_open_is_reported_and_the_others_run(
     tmp_path: Path,
+    webhook: Webhook,  # noqa: F811 - the fixture imported above
 ) -> None:
     from syncd.engine.daemon import Daemon
 
@@ -262,7 +263,8 @@ async def test_a_school_whose_database_cannot_open_is_reported_and_the_others_ru
     ):
         (tmp_path / f"{org_id}.toml").write_text(
             f'[store]\npath = "{database}"\n[server]\nlisten = "127.0.0.1:{port}"\n'
-            f'[chengjiyun]\nplatform = "p"\nkey = "k-{org_id}"\norg_id = "{org_id}"\n',
+            f'[chengjiyun]\nplatform = "p"\nkey = "k-{org_id}"\norg_id = "{org_id}"\n'
+            f'[alerts]\nwebhook_url = "{webhook.url()}"\n',
             encoding="utf-8",
         )
     daemon = Daemon(load_schools(tmp_path))
@@ -277,6 +279,11 @@ async def test_a_school_whose_database_cannot_open_is_reported_and_the_others_ru
             health = await response.json()
         assert response.status == 503 and health["not_running"] == {"bad": "not started"}
         assert (await pull(port, "good", "k-good"))["code"] == 0
+        await wait_for(lambda: bool(webhook.bodies))
+        assert [(b["event"], b["school"]) for b in webhook.bodies] == [
+            ("school_not_started", "bad")
+        ]
+        assert "not-a-directory" in webhook.bodies[0]["text"]  # what is wrong, and where
     finally:
         daemon.request_stop()
         await asyncio.wait_for(running, timeout=30)

@@ -38,6 +38,7 @@ class AlertKind(StrEnum):
     CHENGJIYUN_UNREACHABLE = "chengjiyun_unreachable"
     CHENGJIYUN_RECOVERED = "chengjiyun_recovered"
     CONFIG_INVALID = "config_invalid"
+    SCHOOL_NOT_STARTED = "school_not_started"
 
 
 class WebhookFormat(StrEnum):
@@ -81,6 +82,10 @@ _KINDS: Mapping[AlertKind, tuple[str, str]] = {
     AlertKind.CONFIG_INVALID: (
         "invalid",
         "the school's configuration file is invalid; it is not syncing (配置无效)",
+    ),
+    AlertKind.SCHOOL_NOT_STARTED: (
+        "not_started",
+        "the school could not start; it is not syncing (学校未能启动)",
     ),
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd.alerts import Alerter
-from syncd.config import Config
+from syncd.config import AlertsConfig, Config
 from syncd.core.alerts import AlertEvent, AlertKind
 from syncd.engine.notify import SystemdNotifier, watchdog_loop
 from syncd.engine.service import SchoolService
@@ -142,6 +142,8 @@ class Daemon:
             report = log.error if isinstance(err, SyncdError) else log.exception
             report("school not started", org_id=org_id, error=str(err))
             self.served.not_running[org_id] = NOT_STARTED
+            event = AlertEvent(AlertKind.SCHOOL_NOT_STARTED, org_id, None, str(err))
+            self._alert(config.alerts, event)
             return
         assert service.served is not None
         self.services[org_id] = service
@@ -170,15 +172,20 @@ class Daemon:
                 error=error,
                 fix=f"syncd check-config --config {bad.path}",
             )
-            if bad.alerts is not None:
-                alerter = Alerter.from_config(bad.alerts, school=bad.name)
-                event = AlertEvent(AlertKind.CONFIG_INVALID, bad.name, None, error)
-                task = asyncio.create_task(_send_and_close(alerter, event))
-                self._alerts_in_flight.add(task)
-                task.add_done_callback(self._alerts_in_flight.discard)
+            self._alert(bad.alerts, AlertEvent(AlertKind.CONFIG_INVALID, bad.name, None, error))
         still_bad = {bad.path for bad in invalid}
         for path in [p for p in self._announced if p not in still_bad]:
             del self._announced[path]
+
+    def _alert(self, channels: AlertsConfig | None, event: AlertEvent) -> None:
+        """Tell a school's admin about a school that is not running, on its own channels."""
+        if channels is None:
+            return
+        task = asyncio.create_task(
+            _send_and_close(Alerter.from_config(channels, school=event.school), event)
+        )
+        self._alerts_in_flight.add(task)
+        task.add_done_callback(self._alerts_in_flight.discard)
 
     async def _apply_reload(self) -> None:
         try:
