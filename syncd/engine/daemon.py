@@ -16,6 +16,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -188,6 +189,8 @@ class Daemon:
         task.add_done_callback(self._alerts_in_flight.discard)
 
     async def _apply_reload(self) -> None:
+        """Stop the removed and changed schools, start the changed and added ones (and any
+        that failed to start before); leave the others alone."""
         try:
             fresh = self._load(self.schools.source)
         except SyncdError as err:
@@ -195,24 +198,25 @@ class Daemon:
             return
         if fresh.server != self.schools.server:
             log.warning("[server] changed: restart syncd to move the listener; kept the old one")
+            fresh = replace(fresh, server=self.schools.server)
         old, new = self.schools.schools, fresh.schools
         removed = [org for org in old if org not in new]
         changed = [org for org in new if org in old and new[org] != old[org]]
-        added = [org for org in new if org not in old or org not in self.services]
-        for org_id in [*removed, *changed]:
-            if org_id in self.services:
-                await self._stop_school(org_id)
-            self.served.not_running.pop(org_id, None)
-        for bad in self.schools.invalid:
-            self.served.not_running.pop(bad.name, None)
+        added = [org for org in new if org not in old]
+        retried = [org for org in new if org in old and org not in self.services]
+        await asyncio.gather(
+            *(self._stop_school(org) for org in [*removed, *changed] if org in self.services)
+        )
+        for name in [*removed, *(bad.name for bad in self.schools.invalid)]:
+            self.served.not_running.pop(name, None)
         self.schools = fresh
-        for org_id in dict.fromkeys([*changed, *added]):
-            await self._start_school(new[org_id], first_poll_in_s=0.0)
+        starting = dict.fromkeys([*changed, *added, *retried])
+        await self._start_schools(new[org] for org in starting)
         self._report_invalid(fresh.invalid)
         log.info(
             "configuration reloaded",
-            started=sorted(set(added) - set(changed)),
-            restarted=sorted(changed),
+            started=sorted(added),
+            restarted=sorted(set(changed) | set(retried)),
             stopped=sorted(removed),
             invalid=[bad.path.name for bad in fresh.invalid],
         )
