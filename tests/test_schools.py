@@ -182,6 +182,9 @@ async def test_commands_over_a_directory(boxes: dict[str, Sandbox], tmp_path: Pa
     assert check.returncode == 2
     assert "broken.toml: chengjiyun.key: is required" in check.stdout
     assert "2 of 3 school file(s) valid" in check.stdout
+    assert f"school {A}: valid; database {boxes[A].database}; sources: classcharts, epaas" in (
+        check.stdout
+    )
 
     plan = await run_syncd(directory, "plan")
     assert plan.returncode == 2 and "--school ORG_ID" in plan.stderr

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any, TextIO
 
-from syncd.cli.admin import check_config_command, school_status
+from syncd.cli.admin import school_status
 from syncd.cli.exit import ExitCode
 from syncd.cli.sync import run_once_command
 from syncd.core.render import render_school_lines
@@ -47,12 +47,12 @@ async def status_each_command(schools: SchoolConfigs, args: argparse.Namespace, 
 async def check_config_each_command(
     schools: SchoolConfigs, args: argparse.Namespace, out: TextIO
 ) -> int:
-    """Every file of the directory: its problems, or that it is valid. Exit 2 if any is not."""
-    for config in schools.schools.values():
-        out.write(f"== {schools.source}: school {config.chengjiyun.org_id}\n")
-        await check_config_command(config, args, out)
+    """Every file of the directory: one line if it is valid (`--school ORG_ID check-config`
+    prints it in full), else every problem. Exit 2 if any file is invalid."""
+    for org_id, config in schools.schools.items():
+        sources = ", ".join(config.enabled_sources) or "none"
+        out.write(f"school {org_id}: valid; database {config.store.path}; sources: {sources}\n")
     for bad in schools.invalid:
-        out.write(f"== {bad.path}: INVALID\n")
         for key, reason in bad.error.problems:
             out.write(
                 redact(f"{bad.path}: {key}: {reason}\n" if key else f"{bad.path}: {reason}\n")
