@@ -83,6 +83,11 @@ class Daemon:
             runner = await start_schools_server(self.schools.server, self.served)
             notifier.ready()
             self._notify_status(notifier)
+            if not self.services:
+                log.warning(
+                    "no school is running: add or fix *.toml files, then `systemctl reload syncd`",
+                    config=str(self.schools.source),
+                )
             log.info(
                 "syncd started",
                 schools=len(self.services),
