@@ -250,6 +250,10 @@ def test_files_of_a_directory_must_agree(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="several schools"):
         schools.one(None)
     assert schools.one("two").chengjiyun.org_id == "two"
+    only = schools.only("two")  # `run --school two`: that school alone, on the same listener
+    assert list(only.schools) == ["two"] and only.server == schools.server and only.is_directory
+    with pytest.raises(ConfigError, match=r"school four \(.*d\.toml\) does not validate"):
+        schools.one("four")
 
 
 async def test_a_school_whose_database_cannot_open_is_reported_and_the_others_run(
