@@ -141,6 +141,11 @@ class Database:
                 await self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as err:
                 raise explain(self.path, err, backup=self.backup) from err
+            except BaseException:
+                # Cancelled while the BEGIN was queued: it still runs, so end what it opens, or
+                # the next writer finds a transaction already open.
+                await self._rollback()
+                raise
             try:
                 yield self._conn
             except sqlite3.Error as err:
