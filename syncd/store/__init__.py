@@ -20,7 +20,7 @@ from syncd.core.kinds import KIND_ORDER, OperationKind
 from syncd.core.model import ClassStatus, User
 from syncd.core.plan import dumps, needs_notify, plan_operations
 from syncd.exceptions import StoreError
-from syncd.store.database import Database
+from syncd.store.database import Database, GroupCommit
 from syncd.store.exams import Exams
 from syncd.store.journal import Journal
 from syncd.store.outbox import Outbox, QueuedOperation
@@ -56,6 +56,13 @@ class Claim:
         return not self.batch and self.wait_s is None
 
 
+@dataclass(frozen=True, slots=True)
+class _Acknowledgement:
+    claim: Claim
+    answer: str
+    code: int | None
+
+
 class Store:
     """The open database and its repositories."""
 
@@ -65,6 +72,7 @@ class Store:
         self.outbox = Outbox(database)
         self.journal = Journal(database)
         self.exams = Exams(database)
+        self._acknowledgements = GroupCommit(database, self._record_acknowledgements)
 
     @classmethod
     async def open(
@@ -200,10 +208,19 @@ class Store:
     async def acknowledge(
         self, claim: Claim, *, answer: str = "success", code: int | None = 0
     ) -> None:
-        """Chengjiyun confirmed the batch: record it in the snapshot and leave the outbox."""
-        rows = claim.batch
-        kind = rows[0].kind
-        async with self._database.write() as db:
+        """Chengjiyun confirmed the batch: record it in the snapshot and leave the outbox.
+
+        Acknowledgements that arrive while another is being committed share the next
+        transaction (:class:`GroupCommit`); each returns once its own is committed.
+        """
+        await self._acknowledgements.submit(_Acknowledgement(claim, answer, code))
+
+    async def _record_acknowledgements(
+        self, db: Any, acknowledgements: list[_Acknowledgement]
+    ) -> None:
+        for acknowledgement in acknowledgements:
+            rows = acknowledgement.claim.batch
+            kind = rows[0].kind
             await self.outbox.remove(db, rows)
             if kind in (OperationKind.ADD, OperationKind.UPDATE):
                 await self.snapshot.record_acknowledged_users(
@@ -216,9 +233,13 @@ class Store:
             elif kind is OperationKind.DELETE:
                 await self.snapshot.record_deleted_users(db, [row.record_id or "" for row in rows])
             else:
-                await self.snapshot.record_notified(db, claim.digest or "")
+                await self.snapshot.record_notified(db, acknowledgement.claim.digest or "")
             await self.journal.record_sent(
-                db, _entries(rows), outcome="sent", code=code, answer=answer
+                db,
+                _entries(rows),
+                outcome="sent",
+                code=acknowledgement.code,
+                answer=acknowledgement.answer,
             )
 
     async def dead_letter(
