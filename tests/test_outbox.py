@@ -591,11 +591,31 @@ async def test_a_cancelled_drain_with_requests_in_flight_resends_only_those(
     await reopened.close()
 
 
+async def test_claims_fill_the_window_in_one_go_and_hold_the_phase(store: Store) -> None:
+    status = ClassStatus("ep-class-1", 2025, 8, 1, None)
+    await enqueue(store, pupils(5), {"ep-class-1": status})
+    claims = await store.claims(2, 5)
+    assert [[row.record_id for row in claim.batch] for claim in claims] == [
+        ["cc-0", "cc-1"],
+        ["cc-2", "cc-3"],
+        ["cc-4"],
+        [],
+    ]
+    assert claims[-1].wait_s == IN_FLIGHT_WAIT_S, "the adds in flight hold the notify back"
+    in_flight = [row for claim in claims for row in claim.batch]
+    assert await store.claims(2, 5, in_flight=in_flight) == [Claim(wait_s=IN_FLIGHT_WAIT_S)]
+    for claim in claims[:-1]:
+        await store.acknowledge(claim)
+    notify = await store.claims(2, 5)
+    assert [row.kind for row in notify[0].batch] == ["classStatus"] and notify[1].wait_s
+    await store.acknowledge(notify[0])
+    assert await store.claims(2, 5) == [Claim()]
+
+
 async def test_acknowledgements_arriving_together_are_all_recorded(store: Store) -> None:
     await enqueue(store, pupils(20))
-    claims: list[Claim] = []
-    for _ in range(20):
-        claims.append(await store.claim(1, in_flight=[row for c in claims for row in c.batch]))
+    claims = await store.claims(1, 20)
+    assert len(claims) == 20
     await asyncio.gather(*(store.acknowledge(claim) for claim in claims))
     assert await store.queue_depth() == {}
     assert {u["id"] for u in await store.served_users()} == set(pupils(20))

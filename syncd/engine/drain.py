@@ -8,16 +8,17 @@ Up to ``max_in_flight`` requests are on the wire at once, so a distant Chengjiyu
 configured ``requests_per_second``: one at a time, a 100 ms round trip caps the drain at 10
 requests/s whatever the rate. The window counts the batches claimed and not yet answered,
 those still waiting for their token from the bucket included, so the bucket, not the claiming,
-sets the pace. A batch is claimed whenever a slot is free and the current kind has due rows not
-already in flight; a kind with a request unanswered holds back the kinds after it. The window is one
-request until a request of the drain is acknowledged (and again after a transient failure), so
-a wrong key or an outage is met with one request at a time.
+sets the pace. The free slots are claimed together, in one transaction, while the current kind
+has due rows not already in flight; a kind with a request unanswered holds back the kinds after
+it. The window is one request until a request of the drain is acknowledged (and again after a
+transient failure), so a wrong key or an outage is met with one request at a time.
 
 What each answer does (docs/protocols.md has the codes):
 
-* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction per
-  request as its answer arrives, so a SIGKILL at any moment re-sends at most the requests in
-  flight;
+* acknowledged: the snapshot advances and the rows leave the outbox as the answer arrives (the
+  acknowledgements that arrive while one is being committed share the next transaction), and the
+  request holds its slot in the window until then, so a SIGKILL at any moment re-sends at most
+  the requests in flight;
 * the whole account refused (wrong key, platform, orgId, clock, IP): nothing more is claimed,
   the requests in flight are answered, nothing is dead-lettered, everything else stays queued,
   and the report names the likely cause;
@@ -173,9 +174,9 @@ class OutboxWorker:
     ) -> None:
         """Keep up to the window's size of requests in flight, paced by the token bucket.
 
-        A batch is claimed whenever a slot is free and the current kind has due rows that are
-        not in flight; each request records its own answer as it arrives. The claim holds a
-        kind's phase while any of its requests is unanswered, which keeps the order of kinds.
+        Batches are claimed for the free slots while the current kind has due rows that are not
+        in flight; each request records its own answer as it arrives. The claim holds a kind's
+        phase while any of its requests is unanswered, which keeps the order of kinds.
         """
         assert self._limiter is not None
         window = _Window(self._max_in_flight)
@@ -187,25 +188,22 @@ class OutboxWorker:
             if paused_s > 0 and not self._stopping(report, stop, deadline):
                 wait_s = paused_s  # Chengjiyun failed transiently: probe again only after this
             # Stopping is checked first, so a full window still notices stop and the deadline.
-            while (
-                wait_s is None
-                and not self._stopping(report, stop, deadline)
-                and len(in_flight) < window.size
-            ):
+            free = window.size - len(in_flight)
+            if wait_s is None and not self._stopping(report, stop, deadline) and free > 0:
                 rows_in_flight = [row for rows in in_flight.values() for row in rows]
-                claim = await self._store.claim(self._batch_size, in_flight=rows_in_flight)
-                if claim.empty:
-                    nothing_left = True
-                    break
-                if not claim.batch:
-                    wait_s = claim.wait_s
-                    break
-                task = asyncio.create_task(self._send(claim, report, window))
-                in_flight[task] = claim.batch
+                # Every free slot in one transaction: one commit, however many answers came in.
+                for claim in await self._store.claims(
+                    self._batch_size, free, in_flight=rows_in_flight
+                ):
+                    if claim.batch:
+                        task = asyncio.create_task(self._send(claim, report, window))
+                        in_flight[task] = claim.batch
+                    elif claim.empty:
+                        nothing_left = True
+                    else:
+                        wait_s = claim.wait_s
             if not in_flight and (nothing_left or report.stopped is not None):
                 return
-            if wait_s == 0.0:
-                continue  # the claim only dropped stale rows: look again at once
             await self._wait(in_flight, report, stop, deadline, wait_s)
             for task in [task for task in in_flight if task.done()]:
                 del in_flight[task]
