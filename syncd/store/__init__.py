@@ -243,28 +243,29 @@ class Store:
     async def _record_acknowledgements(
         self, db: Any, acknowledgements: list[_Acknowledgement]
     ) -> None:
+        """A group's acknowledgements with one statement per table, not one per request: each
+        statement is a trip to SQLite's thread."""
+        rows = [row for acknowledgement in acknowledgements for row in acknowledgement.claim.batch]
+        await self.outbox.remove(db, rows)
+        users = [
+            (row.record_id or "", row.source or "", row.record or "{}", row.hash or "")
+            for row in rows
+            if row.kind in (OperationKind.ADD, OperationKind.UPDATE)
+        ]
+        if users:
+            await self.snapshot.record_acknowledged_users(db, users)
+        deleted = [row.record_id or "" for row in rows if row.kind is OperationKind.DELETE]
+        if deleted:
+            await self.snapshot.record_deleted_users(db, deleted)
+        answers: dict[tuple[int | None, str], list[QueuedOperation]] = {}
         for acknowledgement in acknowledgements:
-            rows = acknowledgement.claim.batch
-            kind = rows[0].kind
-            await self.outbox.remove(db, rows)
-            if kind in (OperationKind.ADD, OperationKind.UPDATE):
-                await self.snapshot.record_acknowledged_users(
-                    db,
-                    [
-                        (row.record_id or "", row.source or "", row.record or "{}", row.hash or "")
-                        for row in rows
-                    ],
-                )
-            elif kind is OperationKind.DELETE:
-                await self.snapshot.record_deleted_users(db, [row.record_id or "" for row in rows])
-            else:
+            if acknowledgement.claim.batch[0].kind is OperationKind.NOTIFY:
                 await self.snapshot.record_notified(db, acknowledgement.claim.digest or "")
+            key = (acknowledgement.code, acknowledgement.answer)
+            answers.setdefault(key, []).extend(acknowledgement.claim.batch)
+        for (code, answer), answered in answers.items():
             await self.journal.record_sent(
-                db,
-                _entries(rows),
-                outcome="sent",
-                code=acknowledgement.code,
-                answer=acknowledgement.answer,
+                db, _entries(answered), outcome="sent", code=code, answer=answer
             )
 
     async def dead_letter(
