@@ -612,6 +612,14 @@ async def test_claims_fill_the_window_in_one_go_and_hold_the_phase(store: Store)
     assert await store.claims(2, 5) == [Claim()]
 
 
+async def test_claims_of_large_batches_take_several_queries(store: Store) -> None:
+    await enqueue(store, pupils(1200))
+    claims = await store.claims(500, 4)  # 999 rows at most per query: one batch of 500 each
+    assert [len(claim.batch) for claim in claims] == [500, 500, 200, 0]
+    assert claims[-1].wait_s == IN_FLIGHT_WAIT_S
+    assert len({row.seq for claim in claims for row in claim.batch}) == 1200
+
+
 async def test_acknowledgements_arriving_together_are_all_recorded(store: Store) -> None:
     await enqueue(store, pupils(20))
     claims = await store.claims(1, 20)

@@ -41,6 +41,10 @@ __all__ = [
 
 # A claim's wait when everything left of the current kind is in flight: no time makes more due.
 IN_FLIGHT_WAIT_S = math.inf
+# The most rows one query of Store.claims takes (more batches take another query): their ids
+# become SQL parameters, and a SQLite built with its defaults allows no more than 999 before
+# 3.32.
+CLAIM_ROWS_MAX = 999
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +210,8 @@ class Store:
         if busy and kind is OperationKind.NOTIFY:
             return [Claim(wait_s=IN_FLIGHT_WAIT_S)]  # one notify announces everything
         limit = batch_size if kind.batched else 1
-        total = limit * count if kind.batched else 1
-        rows, wait_s = await self.outbox.due(db, kind, total, in_flight=in_flight)
+        batches = max(1, min(count, CLAIM_ROWS_MAX // limit)) if kind.batched else 1
+        rows, wait_s = await self.outbox.due(db, kind, limit * batches, in_flight=in_flight)
         if wait_s is None:
             return [Claim(wait_s=IN_FLIGHT_WAIT_S)] if busy else None
         if not rows:
