@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import subprocess_env
 from store_helpers import user_diff
 from syncd.clients.chengjiyun import ChengjiyunClient
 from syncd.config import SafetyConfig
@@ -19,7 +23,8 @@ from syncd.core.model import ClassStatus, User
 from syncd.engine.drain import DrainStop, OutboxWorker, backoff_s
 from syncd.sandbox.base import RecordedRequest
 from syncd.sandbox.chengjiyun import FakeChengjiyun
-from syncd.store import IN_FLIGHT_WAIT_S, Store
+from syncd.store import IN_FLIGHT_WAIT_S, Claim, Store
+from syncd.store.database import Database, GroupCommit
 
 
 @pytest.fixture
@@ -584,3 +589,153 @@ async def test_a_cancelled_drain_with_requests_in_flight_resends_only_those(
     assert {u["id"] for u in await reopened.served_users()} == set(pupils(40))
     assert await reopened.queue_depth() == {}
     await reopened.close()
+
+
+async def test_claims_fill_the_window_in_one_go_and_hold_the_phase(store: Store) -> None:
+    status = ClassStatus("ep-class-1", 2025, 8, 1, None)
+    await enqueue(store, pupils(5), {"ep-class-1": status})
+    claims = await store.claims(2, 5)
+    assert [[row.record_id for row in claim.batch] for claim in claims] == [
+        ["cc-0", "cc-1"],
+        ["cc-2", "cc-3"],
+        ["cc-4"],
+        [],
+    ]
+    assert claims[-1].wait_s == IN_FLIGHT_WAIT_S, "the adds in flight hold the notify back"
+    in_flight = [row for claim in claims for row in claim.batch]
+    assert await store.claims(2, 5, in_flight=in_flight) == [Claim(wait_s=IN_FLIGHT_WAIT_S)]
+    for claim in claims[:-1]:
+        await store.acknowledge(claim)
+    notify = await store.claims(2, 5)
+    assert [row.kind for row in notify[0].batch] == ["classStatus"] and notify[1].wait_s
+    await store.acknowledge(notify[0])
+    assert await store.claims(2, 5) == [Claim()]
+
+
+async def test_claims_of_large_batches_take_several_queries(store: Store) -> None:
+    await enqueue(store, pupils(1200))
+    claims = await store.claims(500, 4)  # 999 rows at most per query: one batch of 500 each
+    assert [len(claim.batch) for claim in claims] == [500, 500, 200, 0]
+    assert claims[-1].wait_s == IN_FLIGHT_WAIT_S
+    assert len({row.seq for claim in claims for row in claim.batch}) == 1200
+
+
+async def test_acknowledgements_arriving_together_are_all_recorded(store: Store) -> None:
+    await enqueue(store, pupils(20))
+    claims = await store.claims(1, 20)
+    assert len(claims) == 20
+    await asyncio.gather(*(store.acknowledge(claim) for claim in claims))
+    assert await store.queue_depth() == {}
+    assert {u["id"] for u in await store.served_users()} == set(pupils(20))
+
+
+async def test_a_group_commit_commits_everything_once_and_survives_a_failed_group(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(tmp_path / "group.db")
+    async with database.write() as db:
+        await db.execute("CREATE TABLE items (n INTEGER PRIMARY KEY)")
+    groups: list[list[int]] = []
+
+    async def apply(db: Any, items: list[int]) -> None:
+        groups.append(items)
+        await db.executemany("INSERT INTO items (n) VALUES (?)", [(n,) for n in items])
+        if 13 in items and len(groups) == 1:
+            raise RuntimeError("the disk went away")  # the first group fails, and only it
+
+    commit = GroupCommit(database, apply)
+    results = await asyncio.gather(*(commit.submit(n) for n in range(30)), return_exceptions=True)
+    failed = [n for n, result in enumerate(results) if isinstance(result, RuntimeError)]
+    committed = {row[0] for row in await database.fetchall("SELECT n FROM items")}
+    assert len(failed) == 1 and committed == set(range(30)) - set(failed)
+    assert all(result is None for n, result in enumerate(results) if n not in failed)
+    assert len(groups) < 30, "callers that arrived together shared a transaction"
+    await commit.submit(99)  # and it still takes new work
+    assert await database.scalar("SELECT COUNT(*) FROM items WHERE n = 99") == 1
+    await database.close()
+
+
+async def test_a_cancelled_caller_of_a_group_commit_blocks_nobody(tmp_path: Path) -> None:
+    database = await Database.open(tmp_path / "group.db")
+    async with database.write() as db:
+        await db.execute("CREATE TABLE items (n INTEGER PRIMARY KEY)")
+
+    async def apply(db: Any, items: list[int]) -> None:
+        await db.executemany("INSERT INTO items (n) VALUES (?)", [(n,) for n in items])
+
+    commit = GroupCommit(database, apply)
+    tasks = [asyncio.create_task(commit.submit(n)) for n in range(10)]
+    await asyncio.sleep(0)  # all queued: task 0 leads, the others wait
+    tasks[0].cancel()  # the leader, whose group has begun: it is committed all the same
+    tasks[5].cancel()  # a caller still waiting: left out
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[5], asyncio.CancelledError)
+    committed = {row[0] for row in await database.fetchall("SELECT n FROM items")}
+    assert committed == set(range(10)) - {5}
+    await asyncio.wait_for(commit.submit(99), timeout=10)
+    await database.close()
+
+
+# A drain in a process of its own, so the test can SIGKILL it: argv is the database, the fake's
+# URL, platform, key and orgId.
+DRAIN_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from syncd.clients.chengjiyun import ChengjiyunClient
+from syncd.engine.drain import OutboxWorker
+from syncd.store import Store
+
+async def main(path, url, platform, key, org_id):
+    async with await Store.open(Path(path)) as store:
+        async with ChengjiyunClient(
+            connections=8, base_url=url, platform=platform, key=key, org_id=org_id
+        ) as client:
+            worker = OutboxWorker(
+                store, client, batch_size=1, requests_per_second=500, max_in_flight=8
+            )
+            await worker.drain()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_sigkilled_drain_resends_at_most_its_window_and_loses_nothing(
+    tmp_path: Path, fake: FakeChengjiyun
+) -> None:
+    path = tmp_path / "killed.db"
+    async with await Store.open(path) as store:
+        await enqueue(store, pupils(300))
+    # Answers that come in bunches, so acknowledgements are being group-committed at the kill.
+    fake.faults.add("delay", path="/vendor-api/addUser", times=None, value=0.03)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        DRAIN_SCRIPT,
+        str(path),
+        fake.base_url,
+        fake.platform,
+        fake.key,
+        fake.org_id,
+        env=subprocess_env(),
+    )
+    while len(fake.accepted("addUser")) < 40 and process.returncode is None:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    await process.wait()
+    assert process.returncode == -signal.SIGKILL, "killed mid-drain"
+    fake.faults.clear()
+    await asyncio.sleep(0.2)  # requests the fake was still delaying are applied now
+
+    async with await Store.open(path) as reopened:
+        acknowledged = len(await reopened.served_users())
+        assert 0 < acknowledged < 300
+        w, client = wide_worker(reopened, fake, max_in_flight=8)
+        report = await w.drain()
+        await client.close()
+        assert report.remaining == 0 and report.dead == []
+        assert {u["id"] for u in await reopened.served_users()} == set(pupils(300))
+        assert await reopened.queue_depth() == {}
+    twice = [user_id for user_id, count in fake.add_count.items() if count > 1]
+    assert set(fake.users) == set(pupils(300)) and max(fake.add_count.values()) <= 2
+    assert len(twice) <= 8, "at most the window (8 requests of one user) is sent again"

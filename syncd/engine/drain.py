@@ -8,16 +8,18 @@ Up to ``max_in_flight`` requests are on the wire at once, so a distant Chengjiyu
 configured ``requests_per_second``: one at a time, a 100 ms round trip caps the drain at 10
 requests/s whatever the rate. The window counts the batches claimed and not yet answered,
 those still waiting for their token from the bucket included, so the bucket, not the claiming,
-sets the pace. A batch is claimed whenever a slot is free and the current kind has due rows not
-already in flight; a kind with a request unanswered holds back the kinds after it. The window is one
-request until a request of the drain is acknowledged (and again after a transient failure), so
-a wrong key or an outage is met with one request at a time.
+sets the pace (``BURST_S`` says how it makes up for a late wake-up). The free slots are claimed
+together, in one transaction, while the current kind has due rows not already in flight; a kind
+with a request unanswered holds back the kinds after it. The window is one request until a
+request of the drain is acknowledged (and again after a transient failure), so a wrong key or
+an outage is met with one request at a time.
 
 What each answer does (docs/protocols.md has the codes):
 
-* acknowledged: the snapshot advances and the rows leave the outbox, in one transaction per
-  request as its answer arrives, so a SIGKILL at any moment re-sends at most the requests in
-  flight;
+* acknowledged: the snapshot advances and the rows leave the outbox as the answer arrives (the
+  acknowledgements that arrive while one is being committed share the next transaction), and the
+  request holds its slot in the window until then, so a SIGKILL at any moment re-sends at most
+  the requests in flight;
 * the whole account refused (wrong key, platform, orgId, clock, IP): nothing more is claimed,
   the requests in flight are answered, nothing is dead-lettered, everything else stays queued,
   and the report names the likely cause;
@@ -50,6 +52,15 @@ from syncd.store import Claim, QueuedOperation, Store
 __all__ = ["DrainReport", "DrainStop", "OutboxWorker", "backoff_s", "worker_from_config"]
 
 log = get_logger(__name__)
+
+# The token bucket holds BURST_S worth of tokens, so requests the event loop starts late are made
+# up and the long-run rate is the configured one. The making up is spaced, at most CATCH_UP times
+# the rate, so it is never a burst on the wire, and answers that came in together (and were
+# acknowledged in one transaction) do not all leave together again. Each drain starts with the
+# bucket full, so the only excess is making up: over any one second at most rate x (1 +
+# BURST_S) requests, plus one, and never more than the rate over a longer run.
+BURST_S = 0.1
+CATCH_UP = 2.0
 
 
 def backoff_s(
@@ -116,6 +127,7 @@ class OutboxWorker:
         self._transient_streak = 0  # transient failures in a row, for the pause's length
         self._on_result = on_result
         self._limiter: AsyncLimiter | None = None
+        self._spacing: AsyncLimiter | None = None
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -138,8 +150,13 @@ class OutboxWorker:
         ``timeout_s`` has passed; whatever is not acknowledged stays queued. The requests in
         flight then are answered (and their answers recorded) before it returns."""
         if self._limiter is None:
-            # One token every 1/rate seconds and no burst: the pace the admin configured.
-            self._limiter = AsyncLimiter(1, 1.0 / self._rate)
+            # At least one token: aiolimiter cannot hand out more than the bucket holds.
+            burst = max(1.0, self._rate * BURST_S)
+            self._limiter = AsyncLimiter(burst, burst / self._rate)
+            self._spacing = AsyncLimiter(1, 1.0 / (self._rate * CATCH_UP))
+        # Fill the bucket but for one token: the drain starts at the configured pace, no burst
+        # (after a drain that just ended, this waits until its tokens have leaked away).
+        await self._limiter.acquire(self._limiter.max_rate - 1)
         deadline = None if timeout_s is None else self._clock() + timeout_s
         report = DrainReport()
         in_flight: dict[asyncio.Task[int], tuple[QueuedOperation, ...]] = {}
@@ -173,9 +190,9 @@ class OutboxWorker:
     ) -> None:
         """Keep up to the window's size of requests in flight, paced by the token bucket.
 
-        A batch is claimed whenever a slot is free and the current kind has due rows that are
-        not in flight; each request records its own answer as it arrives. The claim holds a
-        kind's phase while any of its requests is unanswered, which keeps the order of kinds.
+        Batches are claimed for the free slots while the current kind has due rows that are not
+        in flight; each request records its own answer as it arrives. The claim holds a kind's
+        phase while any of its requests is unanswered, which keeps the order of kinds.
         """
         assert self._limiter is not None
         window = _Window(self._max_in_flight)
@@ -187,25 +204,22 @@ class OutboxWorker:
             if paused_s > 0 and not self._stopping(report, stop, deadline):
                 wait_s = paused_s  # Chengjiyun failed transiently: probe again only after this
             # Stopping is checked first, so a full window still notices stop and the deadline.
-            while (
-                wait_s is None
-                and not self._stopping(report, stop, deadline)
-                and len(in_flight) < window.size
-            ):
+            free = window.size - len(in_flight)
+            if wait_s is None and not self._stopping(report, stop, deadline) and free > 0:
                 rows_in_flight = [row for rows in in_flight.values() for row in rows]
-                claim = await self._store.claim(self._batch_size, in_flight=rows_in_flight)
-                if claim.empty:
-                    nothing_left = True
-                    break
-                if not claim.batch:
-                    wait_s = claim.wait_s
-                    break
-                task = asyncio.create_task(self._send(claim, report, window))
-                in_flight[task] = claim.batch
+                # Every free slot in one transaction: one commit, however many answers came in.
+                for claim in await self._store.claims(
+                    self._batch_size, free, in_flight=rows_in_flight
+                ):
+                    if claim.batch:
+                        task = asyncio.create_task(self._send(claim, report, window))
+                        in_flight[task] = claim.batch
+                    elif claim.empty:
+                        nothing_left = True
+                    else:
+                        wait_s = claim.wait_s
             if not in_flight and (nothing_left or report.stopped is not None):
                 return
-            if wait_s == 0.0:
-                continue  # the claim only dropped stale rows: look again at once
             await self._wait(in_flight, report, stop, deadline, wait_s)
             for task in [task for task in in_flight if task.done()]:
                 del in_flight[task]
@@ -272,8 +286,9 @@ class OutboxWorker:
         that is due: a claimed batch waits for its token in the window. One whose token comes
         after the drain began stopping is not sent; its rows stay queued.
         """
-        assert self._limiter is not None
+        assert self._limiter is not None and self._spacing is not None
         await self._limiter.acquire()
+        await self._spacing.acquire()
         if report.stopped is not None:
             return 0
         rows = claim.batch

@@ -20,7 +20,7 @@ from syncd.core.kinds import KIND_ORDER, OperationKind
 from syncd.core.model import ClassStatus, User
 from syncd.core.plan import dumps, needs_notify, plan_operations
 from syncd.exceptions import StoreError
-from syncd.store.database import Database
+from syncd.store.database import Database, GroupCommit
 from syncd.store.exams import Exams
 from syncd.store.journal import Journal
 from syncd.store.outbox import Outbox, QueuedOperation
@@ -41,6 +41,10 @@ __all__ = [
 
 # A claim's wait when everything left of the current kind is in flight: no time makes more due.
 IN_FLIGHT_WAIT_S = math.inf
+# The most rows one query of Store.claims takes (more batches take another query): their ids
+# become SQL parameters, and a SQLite built with its defaults allows no more than 999 before
+# 3.32.
+CLAIM_ROWS_MAX = 999
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,13 @@ class Claim:
         return not self.batch and self.wait_s is None
 
 
+@dataclass(frozen=True, slots=True)
+class _Acknowledgement:
+    claim: Claim
+    answer: str
+    code: int | None
+
+
 class Store:
     """The open database and its repositories."""
 
@@ -65,6 +76,7 @@ class Store:
         self.outbox = Outbox(database)
         self.journal = Journal(database)
         self.exams = Exams(database)
+        self._acknowledgements = GroupCommit(database, self._record_acknowledgements)
 
     @classmethod
     async def open(
@@ -155,31 +167,57 @@ class Store:
         claimed, and the claim says to wait (``wait_s`` is ``IN_FLIGHT_WAIT_S``, infinite: only an
         answer can change anything) when nothing else of that kind is due.
         """
+        return (await self.claims(batch_size, 1, in_flight=in_flight))[0]
+
+    async def claims(
+        self, batch_size: int, count: int, *, in_flight: Collection[QueuedOperation] = ()
+    ) -> list[Claim]:
+        """Up to ``count`` claims as :meth:`claim` makes them, in ONE transaction and with one
+        query per kind, so a window's worth of batches costs one commit; each batch counts those
+        before it as in flight. Every claim but the last holds a batch; the last may instead say
+        to wait, or (empty) that nothing is left."""
+        claimed: list[Claim] = []
+        busy = list(in_flight)
         async with self._database.write() as db:
-            for kind in KIND_ORDER:
-                claim = await self._claim_kind(db, kind, batch_size, in_flight)
-                if claim is not None:
-                    return claim
-            return Claim()
+            while len(claimed) < count:
+                found = await self._next_claims(db, batch_size, count - len(claimed), busy)
+                claimed.extend(found)
+                if found and not found[-1].batch:
+                    break
+                busy.extend(row for claim in found for row in claim.batch)
+        return claimed
+
+    async def _next_claims(
+        self, db: Any, batch_size: int, count: int, in_flight: Collection[QueuedOperation]
+    ) -> list[Claim]:
+        for kind in KIND_ORDER:
+            claims = await self._claim_kind(db, kind, batch_size, count, in_flight)
+            if claims is not None:
+                return claims
+        return [Claim()]
 
     async def _claim_kind(
         self,
         db: Any,
         kind: OperationKind,
         batch_size: int,
+        count: int,
         in_flight: Collection[QueuedOperation],
-    ) -> Claim | None:
+    ) -> list[Claim] | None:
+        """Up to ``count`` batches of ``kind``, or one claim saying to wait; None when the kind
+        has nothing left, [] when everything looked at was stale (and is gone: look again)."""
         busy = any(row.kind is kind for row in in_flight)
         if busy and kind is OperationKind.NOTIFY:
-            return Claim(wait_s=IN_FLIGHT_WAIT_S)  # one notify announces everything
+            return [Claim(wait_s=IN_FLIGHT_WAIT_S)]  # one notify announces everything
         limit = batch_size if kind.batched else 1
-        rows, wait_s = await self.outbox.due(db, kind, limit, in_flight=in_flight)
+        batches = max(1, min(count, CLAIM_ROWS_MAX // limit)) if kind.batched else 1
+        rows, wait_s = await self.outbox.due(db, kind, limit * batches, in_flight=in_flight)
         if wait_s is None:
-            return Claim(wait_s=IN_FLIGHT_WAIT_S) if busy else None
+            return [Claim(wait_s=IN_FLIGHT_WAIT_S)] if busy else None
         if not rows:
-            return Claim(wait_s=wait_s)
+            return [Claim(wait_s=wait_s)]
         if kind is OperationKind.NOTIFY:
-            return Claim(batch=tuple(rows), digest=await self.snapshot.current_digest(db))
+            return [Claim(batch=tuple(rows), digest=await self.snapshot.current_digest(db))]
         ids = [row.record_id for row in rows if row.record_id is not None]
         acked = await self.snapshot.acknowledged_hashes(db, ids)
         doubtful = await self.snapshot.in_doubt_among(db, ids)
@@ -188,37 +226,50 @@ class Store:
         else:
             stale = [r for r in rows if not r.force and acked.get(r.record_id or "") == r.hash]
         await self.outbox.remove(db, stale)
-        batch = tuple(row for row in rows if row not in stale)
-        if not batch:
-            return Claim(wait_s=0.0)  # everything claimed was stale; look again
-        if kind is OperationKind.ADD:
+        stale_seqs = {row.seq for row in stale}
+        fresh = [row for row in rows if row.seq not in stale_seqs]
+        if kind is OperationKind.ADD and fresh:
             await self.snapshot.mark_in_doubt(
-                db, [(row.record_id or "", row.source or "") for row in batch]
+                db, [(row.record_id or "", row.source or "") for row in fresh]
             )
-        return Claim(batch=batch)
+        return [Claim(batch=tuple(fresh[i : i + limit])) for i in range(0, len(fresh), limit)]
 
     async def acknowledge(
         self, claim: Claim, *, answer: str = "success", code: int | None = 0
     ) -> None:
-        """Chengjiyun confirmed the batch: record it in the snapshot and leave the outbox."""
-        rows = claim.batch
-        kind = rows[0].kind
-        async with self._database.write() as db:
-            await self.outbox.remove(db, rows)
-            if kind in (OperationKind.ADD, OperationKind.UPDATE):
-                await self.snapshot.record_acknowledged_users(
-                    db,
-                    [
-                        (row.record_id or "", row.source or "", row.record or "{}", row.hash or "")
-                        for row in rows
-                    ],
-                )
-            elif kind is OperationKind.DELETE:
-                await self.snapshot.record_deleted_users(db, [row.record_id or "" for row in rows])
-            else:
-                await self.snapshot.record_notified(db, claim.digest or "")
+        """Chengjiyun confirmed the batch: record it in the snapshot and leave the outbox.
+
+        Acknowledgements that arrive while another is being committed share the next
+        transaction (:class:`GroupCommit`); each returns once its own is committed.
+        """
+        await self._acknowledgements.submit(_Acknowledgement(claim, answer, code))
+
+    async def _record_acknowledgements(
+        self, db: Any, acknowledgements: list[_Acknowledgement]
+    ) -> None:
+        """A group's acknowledgements with one statement per table, not one per request: each
+        statement is a trip to SQLite's thread."""
+        rows = [row for acknowledgement in acknowledgements for row in acknowledgement.claim.batch]
+        await self.outbox.remove(db, rows)
+        users = [
+            (row.record_id or "", row.source or "", row.record or "{}", row.hash or "")
+            for row in rows
+            if row.kind in (OperationKind.ADD, OperationKind.UPDATE)
+        ]
+        if users:
+            await self.snapshot.record_acknowledged_users(db, users)
+        deleted = [row.record_id or "" for row in rows if row.kind is OperationKind.DELETE]
+        if deleted:
+            await self.snapshot.record_deleted_users(db, deleted)
+        answers: dict[tuple[int | None, str], list[QueuedOperation]] = {}
+        for acknowledgement in acknowledgements:
+            if acknowledgement.claim.batch[0].kind is OperationKind.NOTIFY:
+                await self.snapshot.record_notified(db, acknowledgement.claim.digest or "")
+            key = (acknowledgement.code, acknowledgement.answer)
+            answers.setdefault(key, []).extend(acknowledgement.claim.batch)
+        for (code, answer), answered in answers.items():
             await self.journal.record_sent(
-                db, _entries(rows), outcome="sent", code=code, answer=answer
+                db, _entries(answered), outcome="sent", code=code, answer=answer
             )
 
     async def dead_letter(

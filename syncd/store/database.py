@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
 from syncd.exceptions import StoreError
 from syncd.store.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["Database", "Row", "explain"]
+__all__ = ["Database", "GroupCommit", "Row", "explain"]
 
 Row = aiosqlite.Row
 BUSY_TIMEOUT_MS = 10_000
+T = TypeVar("T")
 
 
 def explain(path: Path, err: BaseException, *, backup: Path | None = None) -> StoreError:
@@ -141,6 +142,11 @@ class Database:
                 await self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as err:
                 raise explain(self.path, err, backup=self.backup) from err
+            except BaseException:
+                # Cancelled while the BEGIN was queued: it still runs, so end what it opens, or
+                # the next writer finds a transaction already open.
+                await self._rollback()
+                raise
             try:
                 yield self._conn
             except sqlite3.Error as err:
@@ -209,3 +215,74 @@ class Database:
         except (sqlite3.Error, OSError) as err:
             partial.unlink(missing_ok=True)
             raise explain(target, err) from err
+
+
+class GroupCommit(Generic[T]):
+    """Units of work that arrive while one transaction is under way share the next one, so a
+    burst of them costs one fsync'd commit instead of one each.
+
+    Nothing waits on a timer: the first caller commits at once, and whoever arrives meanwhile
+    is committed in the next transaction, so a caller waits for at most the transaction under
+    way and its own. A caller returns only once its own item is committed. If the group's
+    transaction fails, the caller that led it raises and the others are tried again in the next
+    group; a caller cancelled before its group began is left out.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        apply: Callable[[aiosqlite.Connection, list[T]], Awaitable[None]],
+    ) -> None:
+        self._database = database
+        self._apply = apply
+        # Waiting items; a future is set True once its item is committed, or False to say
+        # "lead the next group", which one caller (the leader) does at a time.
+        self._queue: list[tuple[T, asyncio.Future[bool]]] = []
+        self._leading = False
+
+    async def submit(self, item: T) -> None:
+        """Commit ``item`` with whatever else is waiting; return once it is committed."""
+        turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, turn))
+        if self._leading:
+            try:
+                if await turn:
+                    return
+            except asyncio.CancelledError:
+                self._leave(turn)
+                if turn.done() and not turn.cancelled() and not turn.result():
+                    self._hand_over()  # chosen to lead just as it was cancelled: pass it on
+                raise
+        self._leading = True
+        # Shielded: the others wait on this group, so it runs to its end even if this caller
+        # is cancelled meanwhile (and its own item is then committed all the same).
+        await asyncio.shield(self._commit_next_group(turn))
+
+    async def _commit_next_group(self, turn: asyncio.Future[bool]) -> None:
+        """Everything waiting, in one transaction; on failure the others wait for the next."""
+        group: list[tuple[T, asyncio.Future[bool]]] = []
+        try:
+            async with self._database.write() as db:
+                group, self._queue = self._queue, []  # taken once the write lock is held
+                await self._apply(db, [queued for queued, _ in group])
+        except BaseException:
+            self._queue[:0] = group
+            self._leave(turn)
+            raise
+        else:
+            for _, future in group:
+                if not future.done():
+                    future.set_result(True)
+        finally:
+            self._hand_over()
+
+    def _leave(self, turn: asyncio.Future[bool]) -> None:
+        self._queue = [waiting for waiting in self._queue if waiting[1] is not turn]
+
+    def _hand_over(self) -> None:
+        """The next waiting caller leads the next group; with nobody waiting, nobody leads."""
+        for _, future in self._queue:
+            if not future.done():
+                future.set_result(False)
+                return
+        self._leading = False
