@@ -16,7 +16,7 @@ on the wire at once) is at most max_in_flight.
 (``max(4, max_in_flight)``); ``--connections`` sets it here (default: max_in_flight), and
 ``--connections 4`` shows what a pool of 4 would allow.
 
-Run: .venv/bin/python bench/bench_drain.py [--max-in-flight 16] [--connections N] [--seconds 3]
+Run: .venv/bin/python bench/bench_drain.py [--max-in-flight 32 (the default)] [--connections N] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from syncd.clients.chengjiyun import ChengjiyunClient
-from syncd.config import SafetyConfig
+from syncd.config import ChengjiyunConfig, SafetyConfig
 from syncd.core.diff import diff_source
 from syncd.core.model import User
 from syncd.engine.drain import OutboxWorker
@@ -110,7 +110,9 @@ async def one_case(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-in-flight", type=int, default=16)
+    parser.add_argument(
+        "--max-in-flight", type=int, default=ChengjiyunConfig.model_fields["max_in_flight"].default
+    )
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
