@@ -444,7 +444,8 @@ async def test_a_refusal_with_requests_in_flight_dead_letters_nothing(
     refused = [push for push in fake.pushes if push.code == 30006]
     assert report.stopped == DrainStop.REFUSED and report.dead == []
     assert report.refused_hint is not None and "[chengjiyun] key" in report.refused_hint
-    assert 1 < len(refused) <= 8, "the requests in flight finish; nothing more is claimed"
+    # However many were in flight (load decides), they finish; nothing more is claimed.
+    assert 1 <= len(refused) <= 8
     assert await store.outbox.dead_letter_count() == 0
     acknowledged = len(fake.accepted("addUser"))
     assert report.sent["addUser"] == acknowledged and report.remaining == 60 - acknowledged
