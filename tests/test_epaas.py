@@ -300,3 +300,17 @@ def test_malformed_departments_are_skipped_with_a_warning(items: Any) -> None:
     assert len(parsed) + len(warnings) == len(items)
     assert all(isinstance(c.id, int) and isinstance(c.class_name, str) for c in parsed)
     assert all("skipped" in w for w in warnings)
+
+
+async def test_many_classes_do_not_time_out_waiting_for_a_pooled_connection(
+    fake: FakeEpaas,
+) -> None:
+    """40 classes, each teacher list 0.2 s away, through 4 connections with a 1 s timeout: in a
+    queue for the pool they would wait 2 s; each request's timeout starts when it is sent."""
+    for class_id in range(10, 50):
+        fake.add_class(class_id, f"{class_id}班", "2025级", "初中")
+        fake.assign(class_id, "t1", 3, ["语文"])
+    fake.faults.add("delay", path="/class/teacher/list", times=None, value=0.2)
+    async with client_for(fake, timeout_s=1.0) as client:
+        school = await fetch_school(client)
+    assert school.complete and len(school.classes) == 43

@@ -466,7 +466,15 @@ async def fetch_school(client: EpaasClient) -> EpaasSchool:
                 known.add(klass.id)
                 typed.append((department_type, klass))
     classes = [klass for _, klass in typed]
-    teacher_lists = await asyncio.gather(*(client.list_class_teachers(c.id) for c in classes))
+    # As many at once as the pool has connections: a request's timeout starts when it is sent,
+    # so hundreds of classes queued in a pool of four do not time out waiting for a connection.
+    pool = asyncio.Semaphore(client.connections)
+
+    async def teachers_of(class_id: int) -> list[ClassTeacherRecord]:
+        async with pool:
+            return await client.list_class_teachers(class_id)
+
+    teacher_lists = await asyncio.gather(*(teachers_of(c.id) for c in classes))
     info: dict[int, TeacherClass] = {}
     asked: set[str] = set()
     for klass, teachers in zip(classes, teacher_lists, strict=True):

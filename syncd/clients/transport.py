@@ -66,6 +66,8 @@ def classify_failure(
     Returns None for a status that is not a failure (1xx-3xx). Overload (5xx), rate limiting
     (429), timeouts and broken connections are transient; any other 4xx is permanent.
     """
+    if isinstance(outcome, aiohttp.ConnectionTimeoutError):
+        return Failure("could not connect in time (connect timeout)", transient=True)
     if isinstance(outcome, TimeoutError):
         within = f"within {timeout_s:g} s " if timeout_s is not None else "in time "
         return Failure(f"no answer {within}(timeout)", transient=True)
@@ -143,7 +145,9 @@ def make_session(
     is left open when this session closes; its owner closes it.
     """
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout_s, connect=min(10.0, timeout_s)),
+        # sock_connect, not connect: aiohttp counts waiting for a pooled connection against
+        # connect, and a busy pool is not an unreachable host.
+        timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(10.0, timeout_s)),
         connector=connector or aiohttp.TCPConnector(limit_per_host=connections_per_host),
         connector_owner=connector is None,
         headers={"User-Agent": USER_AGENT},
@@ -164,6 +168,11 @@ class SessionClient:
     _max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     _connections: int = 4  # per host: as many as requests may be in flight at once
     _session: aiohttp.ClientSession | None = None
+
+    @property
+    def connections(self) -> int:
+        """Connections to its host at most: more requests at once only wait for one."""
+        return self._connections
 
     async def __aenter__(self) -> Self:
         return self
