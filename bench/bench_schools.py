@@ -43,11 +43,10 @@ school has K parent users instead of ~1,534: fewer users in memory and far fewer
 cycle. Default cases: 1 and 10 schools realistic, 100 schools with 4 accounts each (100
 realistic schools would cost ~450 CPU-s of syncd per round, plus ~300 in the fakes).
 
-``--epaas-timeout-s`` (default 300, syncd's default is 30) is written into every school's
-``[epaas] timeout_s``: at 100 schools the epaas polls failed with the default. It does not
-remove the failure: aiohttp counts the wait for a free pooled connection against the connect
-timeout, which syncd caps at 10 s whatever ``timeout_s`` says, and ``fetch_school`` gathers
-one class/teacher/list request per class (~98 here) on a 4-connection pool.
+``--epaas-timeout-s S`` writes ``[epaas] timeout_s = S`` into every school (default: syncd's
+own 30 s). The first version of this bench found epaas polls failing at 100 schools: a poll
+queued one class/teacher/list request per class on a 4-connection pool, and aiohttp counted the
+wait for a pooled connection against the connect timeout; both are fixed in syncd.
 Run: .venv/bin/python bench/bench_schools.py [--cases 1:realistic,10:realistic,100:4]
 [--pupils 2000] [--minutes M] [--warmup 1] [--epaas-timeout-s S] [--keep DIR]
 [--child-env NAME=VALUE]
@@ -726,7 +725,7 @@ async def main() -> None:
     parser.add_argument(
         "--epaas-timeout-s",
         type=float,
-        default=300.0,
+        default=0.0,
         help="[epaas] timeout_s of every school (0: syncd's default, 30 s; see the docstring)",
     )
     parser.add_argument("--keep", type=Path, help="make the temporary directories here")

@@ -25,6 +25,7 @@ from syncd.store.schema import MIGRATIONS, SCHEMA_VERSION
 __all__ = ["Database", "GroupCommit", "Row", "explain"]
 
 Row = aiosqlite.Row
+CACHE_KIB = 512
 BUSY_TIMEOUT_MS = 10_000
 T = TypeVar("T")
 
@@ -107,6 +108,9 @@ class Database:
     async def _prepare(self, *, in_memory: bool) -> None:
         await self._conn.execute("PRAGMA foreign_keys = ON")
         await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # A small page cache: one process may hold a connection per school, and the OS caches
+        # the file anyway (SQLite's default of 2 MiB each was most of an idle school's cost).
+        await self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         version = await self._user_version()  # also the first read: a corrupt file fails here
         if version > SCHEMA_VERSION:
             raise StoreError(
