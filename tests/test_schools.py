@@ -25,7 +25,7 @@ from syncd.exceptions import ConfigError
 from syncd.schools import load_schools
 
 A, B, C = "school-a", "school-b", "school-c"
-HANG_TIMEOUT_S = 10  # school A's epaas timeout (its epaas hangs)
+HANG_TIMEOUT_S = 15  # school A's epaas timeout (its epaas hangs)
 BROKEN = '[chengjiyun]\nplatform = "sandbox"\norg_id = "school-x"\n'  # no key: invalid
 
 
@@ -91,11 +91,14 @@ async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sig
             env=subprocess_env(),
         )
     try:
-        started = time.monotonic()
         await wait_for(lambda: synced(boxes[B]), timeout_s=60)
-        b_took_s = time.monotonic() - started
         assert boxes[A].epaas.requests, "school A's epaas was asked first, and is hanging"
-        assert b_took_s < HANG_TIMEOUT_S, f"school B waited {b_took_s:.1f} s, like A's epaas"
+        a_gave_up = [
+            line
+            for line in log_path.read_text().splitlines()
+            if "source failed" in line and A in line
+        ]
+        assert not a_gave_up, "school B was synced only after school A's epaas poll timed out"
         pupils_a = {f"cc-{pid}" for pid in boxes[A].classcharts.pupils}
         await wait_for(lambda: pupils_a <= set(boxes[A].chengjiyun.users), timeout_s=30)
 
@@ -128,6 +131,7 @@ async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sig
                 f'syncd_cycles_total{{org_id="{org_id}",outcome="ok",source="classcharts"}}'
                 in metrics
             )
+        await wait_for(lambda: bool(webhook.bodies))  # delivered in the background
         assert [(b["event"], b["school"]) for b in webhook.bodies] == [
             ("config_invalid", "school-x")
         ]
