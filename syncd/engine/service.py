@@ -32,6 +32,7 @@ from syncd.engine.alerting import SchoolAlerts
 from syncd.engine.cycle import LogProgress, School, backup_if_due, run_cycle
 from syncd.engine.drain import OutboxWorker, worker_from_config
 from syncd.engine.lock import SyncLock
+from syncd.engine.memory import release_freed_memory
 from syncd.log import get_logger
 from syncd.server.app import ServedSchool
 from syncd.store import Store
@@ -252,6 +253,7 @@ class SchoolService:
             await self.alerts.after_cycle(report)
             await self.school.store.journal.save_alert_state(self.alerter.state.to_json())
         await backup_if_due(self.school, report, today=dt.date.today())
+        release_freed_memory()
 
 
 def _log_cycle(report: CycleReport, duration_s: float, *, full: bool) -> None:
