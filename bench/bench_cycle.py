@@ -316,6 +316,13 @@ async def parent(
         f"max {max(cpus):.3f}; mean of first 5 {statistics.mean(cpus[:5]):.3f}, "
         f"of last 5 {statistics.mean(cpus[-5:]):.3f}"
     )
+    tenth = max(1, len(cpus) // 10)
+    blocks = [cpus[i : i + tenth] for i in range(0, len(cpus), tenth)]
+    print(
+        "CPU s per block of "
+        + f"{tenth} cycles, in order (a growth with uptime shows as a rising row): "
+        + " ".join(f"{statistics.mean(block):.2f}" for block in blocks)
+    )
     print(
         f"RSS before the first cycle {_mb(ready_kb)} MB, after the first {_mb(first['rss_kb'])} MB, "
         f"after the last {_mb(last['rss_kb'])} MB"
