@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from syncd.cli.exit import ExitCode
+from syncd.cli.exit import ExitCode, write_problems
 from syncd.cli.parser import build_parser
 from syncd.config import Config, LogConfig, config_path_from
 from syncd.exceptions import ConfigError, StoreError, SyncdError, SyncLockedError
@@ -93,8 +93,7 @@ def _load(path: Path, command: str, out: TextIO) -> SchoolConfigs | int:
         return load_schools(path)
     except ConfigError as err:
         if command == "check-config":
-            for key, reason in err.problems:
-                out.write(redact(f"{path}: {key}: {reason}\n" if key else f"{path}: {reason}\n"))
+            write_problems(out, path, err)
             out.write(f"{len(err.problems)} problem(s); nothing was started\n")
         return _fail(f"configuration error in {path}: {err}", ExitCode.USAGE)
 

@@ -8,11 +8,10 @@ import json
 from typing import Any, TextIO
 
 from syncd.cli.admin import school_status
-from syncd.cli.exit import ExitCode
+from syncd.cli.exit import ExitCode, write_problems
 from syncd.cli.sync import run_once_command
 from syncd.core.render import render_school_lines
 from syncd.exceptions import StoreError, SyncdError, SyncLockedError
-from syncd.log import redact
 from syncd.schools import SchoolConfigs
 
 __all__ = ["check_config_each_command", "run_once_each_command", "status_each_command"]
@@ -28,19 +27,17 @@ async def status_each_command(schools: SchoolConfigs, args: argparse.Namespace, 
         except StoreError as err:
             unavailable[org_id] = str(err)
     invalid = [(bad.name, f"{bad.path.name}: {bad.error}") for bad in schools.invalid]
+    healthy = all(s["healthy"] for s in statuses.values()) and not unavailable and not invalid
     if getattr(args, "json", False):
         answer = {
             "schools": statuses,
             "unavailable": unavailable,
             "invalid": [{"school": name, "problem": problem} for name, problem in invalid],
-            "healthy": all(s["healthy"] for s in statuses.values())
-            and not unavailable
-            and not invalid,
+            "healthy": healthy,
         }
         out.write(json.dumps(answer, ensure_ascii=False, indent=2) + "\n")
-        return ExitCode.OK if answer["healthy"] else ExitCode.FAILED
-    out.write(render_school_lines(statuses, unavailable, invalid))
-    healthy = all(s["healthy"] for s in statuses.values()) and not unavailable and not invalid
+    else:
+        out.write(render_school_lines(statuses, unavailable, invalid))
     return ExitCode.OK if healthy else ExitCode.FAILED
 
 
@@ -53,10 +50,7 @@ async def check_config_each_command(
         sources = ", ".join(config.enabled_sources) or "none"
         out.write(f"school {org_id}: valid; database {config.store.path}; sources: {sources}\n")
     for bad in schools.invalid:
-        for key, reason in bad.error.problems:
-            out.write(
-                redact(f"{bad.path}: {key}: {reason}\n" if key else f"{bad.path}: {reason}\n")
-            )
+        write_problems(out, bad.path, bad.error)
     total = len(schools.schools) + len(schools.invalid)
     if not total:
         out.write(f"{schools.source} holds no *.toml school file\n")
