@@ -19,8 +19,13 @@ Part 1: one no-change cycle for each school size (default 2,000, 20,000 and 30,0
 parent account (login, ping, pupils), so 100,000 pupils (~77,000 accounts) would take ~6 min
 for the set-up sync and as long again for the measured cycle; ``--sizes 100000`` runs it anyway.
 Part 2: 50 consecutive no-change cycles in one child for a 2,000-pupil school: CPU seconds of
-the first and of the last cycle (target: the last within 10% of the first), RSS before/after.
+the first and of the last cycle and the median of each tenth of the run (target: the last within
+10% of the first), RSS before/after. On shared cores one cycle's CPU varies by ±20% with identical
+work, so part 2 also prints that noise (a fixed workload timed before each cycle) and, with
+``--count-calls``, the work itself: Python function calls per cycle (cProfile), which noise does
+not change.
 Run: .venv/bin/python bench/bench_cycle.py [--sizes 2000,20000,30000] [--cycles 50] [--quick]
+     [--count-calls]
 (the default run took 11 min on 2 shared cores; --quick: 2,000 pupils and 10 cycles, ~2 min)
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
 import json
 import os
@@ -59,7 +65,22 @@ def _reset_peak() -> bool:
     return True
 
 
-async def child(config_path: Path, cycles: int, profile: Path | None = None) -> None:
+def _reference_cpu_s() -> float:
+    """CPU seconds of a fixed pure-Python workload: how fast this machine is right now.
+
+    Identical work, so its spread over a run is the machine's own noise (shared cores, CPU
+    frequency), against which a change in the cycles' CPU has to be read.
+    """
+    started = time.process_time()
+    total = 0
+    for n in range(400_000):  # short-lived objects only: it must not change the RSS measured
+        total += hash(str(n)) & 0xFF
+    return time.process_time() - started
+
+
+async def child(
+    config_path: Path, cycles: int, profile: Path | None = None, count_calls: bool = False
+) -> None:
     from syncd.clients.chengjiyun import client_from_config
     from syncd.config import load_config
     from syncd.engine.cycle import School, backup_if_due, run_cycle
@@ -81,16 +102,20 @@ async def child(config_path: Path, cycles: int, profile: Path | None = None) -> 
             say({"ready": True, "rss_kb": _status_kb("VmRSS")})
             profiler = None
             if profile is not None:
-                import cProfile
-
                 profiler = cProfile.Profile()
                 profiler.enable()
             for n in range(1, cycles + 1):
+                reference_s = _reference_cpu_s()
                 resettable = _reset_peak()
+                counter = cProfile.Profile() if count_calls else None
                 wall, cpu = time.perf_counter(), time.process_time()
+                if counter is not None:
+                    counter.enable()
                 report = await run_cycle(school, config.enabled_sources, command="run", daemon=True)
                 drain = await worker.drain()
                 await backup_if_due(school, report, today=dt.date.today())
+                if counter is not None:
+                    counter.disable()
                 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
                 say(
                     {
@@ -103,6 +128,12 @@ async def child(config_path: Path, cycles: int, profile: Path | None = None) -> 
                         "outcome": str(report.outcome),
                         "requests": drain.requests,
                         "queued": drain.remaining,
+                        "reference_s": reference_s,
+                        "calls": (
+                            sum(entry.callcount for entry in counter.getstats())
+                            if counter is not None
+                            else None
+                        ),
                     }
                 )
             if profiler is not None and profile is not None:
@@ -173,7 +204,12 @@ def _ports(fakes: list[Any], marks: list[int]) -> str:
 
 
 async def _measure(
-    fakes: list[Any], config: Path, cycles: int, limit_s: float, profile: Path | None = None
+    fakes: list[Any],
+    config: Path,
+    cycles: int,
+    limit_s: float,
+    profile: Path | None = None,
+    count_calls: bool = False,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run the child; return its RSS when ready and one entry per cycle (with connections)."""
     process = await asyncio.create_subprocess_exec(
@@ -184,6 +220,7 @@ async def _measure(
         "--cycles",
         str(cycles),
         *(["--profile", str(profile)] if profile else []),
+        *(["--count-calls"] if count_calls else []),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(),
@@ -238,7 +275,11 @@ def _mb(kb: int) -> str:
 
 
 async def parent(
-    sizes: list[int], cycles: int, limit_s: float, profile: Path | None = None
+    sizes: list[int],
+    cycles: int,
+    limit_s: float,
+    profile: Path | None = None,
+    count_calls: bool = False,
 ) -> None:
     rows: list[list[str]] = []
     if sizes:
@@ -280,49 +321,68 @@ async def parent(
             ],
             rows,
         )
-    if cycles <= 0:
-        return
+    if cycles > 0:
+        await long_run(cycles, limit_s, count_calls)
+
+
+def _spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f}, min {min(values):.3f}, max {max(values):.3f}"
+
+
+async def long_run(cycles: int, limit_s: float, count_calls: bool) -> None:
+    """Part 2: is the no-change cycle's cost flat over a daemon's uptime?"""
     print(
         f"\npart 2: {cycles} consecutive no-change cycles, one process, {LONG_CYCLES_PUPILS:,} pupils"
+        + (" (every cycle under cProfile: CPU includes its overhead)" if count_calls else "")
     )
     with tempfile.TemporaryDirectory() as directory:
         _, fakes, config = await _set_up(LONG_CYCLES_PUPILS, Path(directory), limit_s)
         try:
-            ready_kb, entries = await _measure(fakes, config, cycles, limit_s)
+            ready_kb, entries = await _measure(fakes, config, cycles, limit_s, None, count_calls)
         finally:
             await _stop(fakes)
     first, last = entries[0], entries[-1]
-    cpus = [e["cpu_s"] for e in entries]
+    shown = {1, 2, 10, 25, 40, cycles - 1, cycles}
     print_table(
-        ["cycle", "wall s", "CPU s", "RSS after MB", "peak MB", "connections", "pushes"],
+        ["cycle", "wall s", "CPU s", "calls", "RSS after MB", "peak MB", "connections", "pushes"],
         [
             [
                 str(e["cycle"]),
                 f"{e['wall_s']:.2f}",
                 f"{e['cpu_s']:.3f}",
+                f"{e['calls']:,}" if e["calls"] is not None else "-",
                 _mb(e["rss_kb"]),
                 _mb(e["peak_kb"]),
                 e["connections"],
                 str(e["requests"]),
             ]
             for e in entries
-            if e["cycle"] in (1, 2, 10, 25, 40, cycles - 1, cycles)
+            if e["cycle"] in shown
         ],
     )
-    change = (last["cpu_s"] / first["cpu_s"] - 1) * 100
-    print(
-        f"CPU first {first['cpu_s']:.3f} s, last {last['cpu_s']:.3f} s ({change:+.1f}%, target "
-        f"within 10%); median {statistics.median(cpus):.3f} s, min {min(cpus):.3f}, "
-        f"max {max(cpus):.3f}; mean of first 5 {statistics.mean(cpus[:5]):.3f}, "
-        f"of last 5 {statistics.mean(cpus[-5:]):.3f}"
-    )
+    cpus = [e["cpu_s"] for e in entries]
     tenth = max(1, len(cpus) // 10)
-    blocks = [cpus[i : i + tenth] for i in range(0, len(cpus), tenth)]
+    blocks = [statistics.median(cpus[i : i + tenth]) for i in range(0, len(cpus), tenth)]
     print(
-        "CPU s per block of "
-        + f"{tenth} cycles, in order (a growth with uptime shows as a rising row): "
-        + " ".join(f"{statistics.mean(block):.2f}" for block in blocks)
+        f"CPU s: first cycle {first['cpu_s']:.3f}, last {last['cpu_s']:.3f} "
+        f"({(last['cpu_s'] / first['cpu_s'] - 1) * 100:+.1f}%); {_spread(cpus)}"
     )
+    print(
+        f"CPU s, median of each block of {tenth} cycles in order (growth with uptime shows as a "
+        f"rising row): {' '.join(f'{b:.2f}' for b in blocks)}; last block "
+        f"{(blocks[-1] / blocks[0] - 1) * 100:+.1f}% against the first (target: within 10%)"
+    )
+    references = [e["reference_s"] for e in entries]
+    print(
+        f"machine noise: the same fixed workload before each cycle took {_spread(references)} "
+        f"CPU s ({(max(references) / min(references) - 1) * 100:.0f}% between fastest and slowest)"
+    )
+    if count_calls:
+        calls = [e["calls"] for e in entries]
+        print(
+            f"work: Python function calls per cycle, first {calls[0]:,}, last {calls[-1]:,} "
+            f"({(calls[-1] / calls[0] - 1) * 100:+.2f}%); min {min(calls):,}, max {max(calls):,}"
+        )
     print(
         f"RSS before the first cycle {_mb(ready_kb)} MB, after the first {_mb(first['rss_kb'])} MB, "
         f"after the last {_mb(last['rss_kb'])} MB"
@@ -336,14 +396,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="--sizes 2000 --cycles 10")
     parser.add_argument("--limit-s", type=float, default=600.0, help="bound per subprocess")
     parser.add_argument("--profile", type=Path, help="cProfile the part-1 cycles into this file")
+    parser.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="part 2: count Python function calls per cycle (cProfile; a measure of work that "
+        "machine noise does not change, at about twice the CPU)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        asyncio.run(child(args.child, args.cycles, args.profile))
+        asyncio.run(child(args.child, args.cycles, args.profile, args.count_calls))
         return
     sizes = [2000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     cycles = 10 if args.quick else args.cycles
-    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile))
+    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile, args.count_calls))
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ class StoreConfig(_Section):
     path: Path = Path("/var/lib/syncd/syncd.db")
     # Online backup after the first good cycle of each day; default: beside the database.
     backup_path: Path | None = None
+    # How long sent operations (`syncd history`) and cycle records are kept.
     history_days: int = Field(default=400, ge=1, le=36500)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,34 @@ async def test_a_missing_database_with_a_backup_is_refused_unless_fresh(tmp_path
         assert [u["id"] for u in await copy.served_users()] == ["cc-1"]
     async with await Store.open(path, backup=backup, fresh=True) as store:
         assert await store.served_users() == []
+
+
+async def test_history_and_cycles_older_than_the_cutoff_are_forgotten(tmp_path: Path) -> None:
+    """The database does not grow with uptime: what `[store] history_days` no longer covers is
+    dropped, except the latest cycle (status shows it however old it is)."""
+    path = tmp_path / "syncd.db"
+    async with await Store.open(path) as store:
+        old_cycle = await store.journal.begin_cycle("run")
+        for cycle_id in (old_cycle, await store.journal.begin_cycle("run")):
+            await store.journal.finish_cycle(cycle_id, outcome="ok", sources={}, counts={})
+        async with store._database.write() as db:
+            await store.journal.record_sent(
+                db,
+                [("addUser", "cc-1", {}), ("addUser", "cc-2", {})],
+                outcome="ok",
+                code=0,
+                answer="",
+            )
+        with sqlite3.connect(path) as db:  # the first cycle and cc-1's entry are 500 days old
+            db.execute(
+                "UPDATE cycles SET started_at = started_at - 500 * 86400 WHERE id = ?", (old_cycle,)
+            )
+            db.execute("UPDATE history SET at = at - 500 * 86400 WHERE record_id = 'cc-1'")
+
+        cutoff = time.time() - 400 * 86_400
+        assert await store.journal.forget_before(cutoff) == 2
+        assert [c["id"] for c in await store.journal.recent_cycles()] == [old_cycle + 1]
+        assert [e["record_id"] for e in await store.journal.history()] == ["cc-2"]
+
+        assert await store.journal.forget_before(time.time() + 1) == 1, "only history left to drop"
+        assert len(await store.journal.recent_cycles()) == 1, "the latest cycle is kept"

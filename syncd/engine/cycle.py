@@ -253,7 +253,8 @@ async def _diff(
 
 async def backup_if_due(school: School, report: CycleReport, *, today: dt.date) -> Path | None:
     """After the first good cycle of each day, an online copy of the database to
-    ``[store] backup_path``; also forget history older than ``[store] history_days``."""
+    ``[store] backup_path``; also forget history and cycle records older than
+    ``[store] history_days``."""
     if report.outcome is not SourceOutcome.OK:
         return None
     target = school.config.store.backup
@@ -261,6 +262,6 @@ async def backup_if_due(school: School, report: CycleReport, *, today: dt.date) 
     if not await school.store.backup_to(target, unless_from=midnight):
         return None
     cutoff = time.time() - school.config.store.history_days * 86_400
-    await school.store.journal.forget_history_before(cutoff)
+    await school.store.journal.forget_before(cutoff)
     log.info("database backed up", backup=str(target))
     return target

@@ -140,7 +140,14 @@ class Journal:
             )
         return [{**dict(row), "fields": json.loads(row["fields"])} for row in rows]
 
-    async def forget_history_before(self, cutoff: float) -> int:
+    async def forget_before(self, cutoff: float) -> int:
+        """Drop history entries and cycle records older than ``cutoff`` (``[store]
+        history_days``), so a daemon's database does not grow with its uptime; the latest cycle
+        is always kept. Returns the number of rows dropped."""
         async with self._db.write() as db:
-            cursor = await db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
-            return cursor.rowcount or 0
+            history = await db.execute("DELETE FROM history WHERE at < ?", (cutoff,))
+            cycles = await db.execute(
+                "DELETE FROM cycles WHERE started_at < ? AND id < (SELECT max(id) FROM cycles)",
+                (cutoff,),
+            )
+            return (history.rowcount or 0) + (cycles.rowcount or 0)
