@@ -18,6 +18,8 @@ Part 1: one no-change cycle for each school size (default 2,000, 20,000 and 30,0
 100,000 pupils is scaled down to 30,000: a cycle costs ~2.4 ms of syncd CPU per ClassCharts
 parent account (login, ping, pupils), so 100,000 pupils (~77,000 accounts) would take ~6 min
 for the set-up sync and as long again for the measured cycle; ``--sizes 100000`` runs it anyway.
+``--accounts K`` gives each school's pupils to K parent accounts instead (the other shape: a few
+accounts that each see thousands of pupils).
 Part 2: 50 consecutive no-change cycles in one child for a 2,000-pupil school: CPU seconds of
 the first and of the last cycle and the median of each tenth of the run (target: the last within
 10% of the first), RSS before/after. On shared cores one cycle's CPU varies by ±20% with identical
@@ -25,7 +27,7 @@ work, so part 2 also prints that noise (a fixed workload timed before each cycle
 ``--count-calls``, the work itself: Python function calls per cycle (cProfile), which noise does
 not change.
 Run: .venv/bin/python bench/bench_cycle.py [--sizes 2000,20000,30000] [--cycles 50] [--quick]
-     [--count-calls]
+     [--count-calls] [--accounts K]
 (the default run took 11 min on 2 shared cores; --quick: 2,000 pupils and 10 cycles, ~2 min)
 """
 
@@ -148,13 +150,15 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
 
 
-async def _set_up(pupils: int, directory: Path, limit_s: float) -> tuple[Any, list[Any], Path]:
+async def _set_up(
+    pupils: int, directory: Path, limit_s: float, accounts: int | None = None
+) -> tuple[Any, list[Any], Path]:
     from syncd.sandbox.chengjiyun import FakeChengjiyun
     from syncd.sandbox.classcharts import FakeClassCharts
     from syncd.sandbox.epaas import FakeEpaas
-    from syncd.sandbox.school import generate_school, populate, write_config
+    from syncd.sandbox.school import generate_school, populate, shaped, write_config
 
-    school = generate_school(pupils, seed=7, today=dt.date.today())
+    school = shaped(generate_school(pupils, seed=7, today=dt.date.today()), accounts)
     fakes = [FakeClassCharts(), FakeEpaas(), FakeChengjiyun()]
     populate(school, fakes[0], fakes[1])
     urls = [await fake.start() for fake in fakes]
@@ -280,13 +284,14 @@ async def parent(
     limit_s: float,
     profile: Path | None = None,
     count_calls: bool = False,
+    accounts: int | None = None,
 ) -> None:
     rows: list[list[str]] = []
     if sizes:
         print("part 1: one no-change cycle per school size", flush=True)
     for pupils in sizes:
         with tempfile.TemporaryDirectory() as directory:
-            school, fakes, config = await _set_up(pupils, Path(directory), limit_s)
+            school, fakes, config = await _set_up(pupils, Path(directory), limit_s, accounts)
             try:
                 _, (entry,) = await _measure(fakes, config, 1, limit_s, profile)
             finally:
@@ -402,6 +407,12 @@ def main() -> None:
         help="part 2: count Python function calls per cycle (cProfile; a measure of work that "
         "machine noise does not change, at about twice the CPU)",
     )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        help="part 1: share each school's pupils out among this many parent accounts "
+        "(default: the generator's families, about one account per 1.3 pupils)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -409,7 +420,7 @@ def main() -> None:
         return
     sizes = [2000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     cycles = 10 if args.quick else args.cycles
-    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile, args.count_calls))
+    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile, args.count_calls, args.accounts))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -80,7 +79,7 @@ from syncd.cron import trigger_from_crontab
 from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.sandbox.epaas import FakeEpaas
-from syncd.sandbox.school import School, generate_school, populate, write_config
+from syncd.sandbox.school import School, generate_school, populate, shaped, write_config
 
 SOURCES = ("classcharts", "epaas")
 SERVER_MB = 4096
@@ -127,23 +126,6 @@ class BenchSchool:
     @property
     def fakes(self) -> tuple[FakeClassCharts, FakeEpaas, FakeChengjiyun]:
         return self.classcharts, self.epaas, self.chengjiyun
-
-
-def shaped(school: School, accounts: int | None) -> School:
-    """``school`` as generated (None), or its pupils shared out among ``accounts`` parents."""
-    if accounts is None:
-        return school
-    ids = list(school.pupils)
-    per = math.ceil(len(ids) / accounts)
-    parents = {
-        501 + n: (
-            f"Parent {n + 1}",
-            f"parent{501 + n}@sandbox.invalid",
-            ids[n * per : (n + 1) * per],
-        )
-        for n in range(accounts)
-    }
-    return dataclasses.replace(school, parents=parents)
 
 
 def free_port() -> int:

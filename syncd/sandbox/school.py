@@ -5,7 +5,9 @@ Deterministic (seeded), so a test can name "pupil 1001" and know who that is.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from syncd.sandbox.chengjiyun import FakeChengjiyun
 from syncd.sandbox.classcharts import FakeClassCharts
 from syncd.sandbox.epaas import FakeEpaas
 
-__all__ = ["School", "generate_school", "populate", "write_config"]
+__all__ = ["School", "generate_school", "populate", "shaped", "write_config"]
 
 SURNAMES = [
     "王",
@@ -131,6 +133,27 @@ def generate_school(pupils: int = 300, *, seed: int = 7, today: dt.date | None =
             if teacher not in klass.teachers:
                 klass.teachers[teacher] = (4, [SUBJECTS[(n + k) % len(SUBJECTS)]])
     return School(names, parents, student_logins, teachers, classes)
+
+
+def shaped(school: School, accounts: int | None) -> School:
+    """``school`` as generated (None), or its pupils shared out among ``accounts`` parents.
+
+    The benchmarks use it for the other account shape: a few accounts that each see thousands
+    of pupils, instead of a family per account.
+    """
+    if accounts is None:
+        return school
+    ids = list(school.pupils)
+    per = math.ceil(len(ids) / accounts)
+    parents = {
+        501 + n: (
+            f"Parent {n + 1}",
+            f"parent{501 + n}@sandbox.invalid",
+            ids[n * per : (n + 1) * per],
+        )
+        for n in range(accounts)
+    }
+    return dataclasses.replace(school, parents=parents)
 
 
 def populate(school: School, classcharts: FakeClassCharts, epaas: FakeEpaas) -> None:
