@@ -156,7 +156,8 @@ def make_session(
 
 
 class UpstreamRecord(BaseModel):
-    """A record from an upstream answer: the fields we need are typed, unknown extra ones kept."""
+    """A record from an upstream answer: the fields we need are typed, unknown extra ones kept
+    (a source's client may drop them where they are many and never read)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

@@ -5,11 +5,10 @@ Deterministic (seeded), so a test can name "pupil 1001" and know who that is.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from syncd.core.mapping import school_year_start
@@ -153,7 +152,7 @@ def shaped(school: School, accounts: int | None) -> School:
         )
         for n in range(accounts)
     }
-    return dataclasses.replace(school, parents=parents)
+    return replace(school, parents=parents)
 
 
 def populate(school: School, classcharts: FakeClassCharts, epaas: FakeEpaas) -> None:
