@@ -20,14 +20,14 @@ parent account (login, ping, pupils), so 100,000 pupils (~77,000 accounts) would
 for the set-up sync and as long again for the measured cycle; ``--sizes 100000`` runs it anyway.
 ``--accounts K`` gives each school's pupils to K parent accounts instead (the other shape: a few
 accounts that each see thousands of pupils).
-Part 2: 50 consecutive no-change cycles in one child for a 2,000-pupil school: CPU seconds of
-the first and of the last cycle and the median of each tenth of the run (target: the last within
-10% of the first), RSS before/after. On shared cores one cycle's CPU varies by ±20% with identical
+Part 2: 50 consecutive no-change cycles in one child for a 2,000-pupil school (``--long-pupils``):
+CPU seconds of the first and of the last cycle and the median of each tenth of the run (target:
+the last within 10% of the first), RSS before/after. On shared cores one cycle's CPU varies by ±20% with identical
 work, so part 2 also prints that noise (a fixed workload timed before each cycle) and, with
 ``--count-calls``, the work itself: Python function calls per cycle (cProfile), which noise does
 not change.
 Run: .venv/bin/python bench/bench_cycle.py [--sizes 2000,20000,30000] [--cycles 50] [--quick]
-     [--count-calls] [--accounts K]
+     [--count-calls] [--accounts K] [--long-pupils N]
 (the default run took 11 min on 2 shared cores; --quick: 2,000 pupils and 10 cycles, ~2 min)
 """
 
@@ -45,9 +45,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-LONG_CYCLES_PUPILS = 2_000
-
 
 # --- the child: syncd alone in its process ----------------------------------------------------
 
@@ -285,6 +282,7 @@ async def parent(
     profile: Path | None = None,
     count_calls: bool = False,
     accounts: int | None = None,
+    long_pupils: int = 2_000,
 ) -> None:
     rows: list[list[str]] = []
     if sizes:
@@ -327,21 +325,21 @@ async def parent(
             rows,
         )
     if cycles > 0:
-        await long_run(cycles, limit_s, count_calls)
+        await long_run(cycles, limit_s, count_calls, long_pupils)
 
 
 def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.3f}, min {min(values):.3f}, max {max(values):.3f}"
 
 
-async def long_run(cycles: int, limit_s: float, count_calls: bool) -> None:
+async def long_run(cycles: int, limit_s: float, count_calls: bool, pupils: int = 2_000) -> None:
     """Part 2: is the no-change cycle's cost flat over a daemon's uptime?"""
     print(
-        f"\npart 2: {cycles} consecutive no-change cycles, one process, {LONG_CYCLES_PUPILS:,} pupils"
+        f"\npart 2: {cycles} consecutive no-change cycles, one process, {pupils:,} pupils"
         + (" (every cycle under cProfile: CPU includes its overhead)" if count_calls else "")
     )
     with tempfile.TemporaryDirectory() as directory:
-        _, fakes, config = await _set_up(LONG_CYCLES_PUPILS, Path(directory), limit_s)
+        _, fakes, config = await _set_up(pupils, Path(directory), limit_s)
         try:
             ready_kb, entries = await _measure(fakes, config, cycles, limit_s, None, count_calls)
         finally:
@@ -413,6 +411,7 @@ def main() -> None:
         help="part 1: share each school's pupils out among this many parent accounts "
         "(default: the generator's families, about one account per 1.3 pupils)",
     )
+    parser.add_argument("--long-pupils", type=int, default=2_000, help="part 2's school size")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -420,7 +419,17 @@ def main() -> None:
         return
     sizes = [2000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     cycles = 10 if args.quick else args.cycles
-    asyncio.run(parent(sizes, cycles, args.limit_s, args.profile, args.count_calls, args.accounts))
+    asyncio.run(
+        parent(
+            sizes,
+            cycles,
+            args.limit_s,
+            args.profile,
+            args.count_calls,
+            args.accounts,
+            args.long_pupils,
+        )
+    )
 
 
 if __name__ == "__main__":
