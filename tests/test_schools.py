@@ -69,6 +69,21 @@ def names(users: Any) -> set[tuple[str, str]]:
     return {(user["id"], user["name"]) for user in users}
 
 
+async def pull_once_acknowledged(port: int, org_id: str, box: Sandbox) -> dict[str, Any]:
+    """The school's queryUsers answer once it serves what Chengjiyun holds (bounded wait).
+
+    Chengjiyun holds a user as soon as it has answered; syncd serves it once that answer is
+    recorded, a moment later: a pull in between rightly shows the previous snapshot.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        answer = await pull(port, org_id, f"key-{org_id}")
+        held = names(box.chengjiyun.users.values())
+        if answer["code"] != 0 or names(answer["data"]) == held or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.05)
+
+
 async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sighup(
     boxes: dict[str, Sandbox],
     tmp_path: Path,
@@ -103,10 +118,10 @@ async def test_one_process_syncs_and_serves_each_school_apart_and_reloads_on_sig
         await wait_for(lambda: pupils_a <= set(boxes[A].chengjiyun.users), timeout_s=30)
 
         # Pulls: each orgId gets its own school's users, signed with its own key.
-        answer_b = await pull(port, B, f"key-{B}")
+        answer_b = await pull_once_acknowledged(port, B, boxes[B])
         assert answer_b["code"] == 0
         assert names(answer_b["data"]) == names(boxes[B].chengjiyun.users.values())
-        answer_a = await pull(port, A, f"key-{A}")
+        answer_a = await pull_once_acknowledged(port, A, boxes[A])
         assert answer_a["code"] == 0 and names(answer_a["data"]) != names(answer_b["data"])
         assert (await pull(port, B, f"key-{A}"))["code"] == 30006  # A's key does not open B
         assert (await pull(port, "nobody", f"key-{A}"))["code"] == 30005
