@@ -39,6 +39,7 @@ STARTUP_STAGGER_S = 0.25  # the schools of a directory take their first polls th
 STARTING_AT_ONCE = 16  # schools whose databases are being opened at the same time
 NOT_STARTED = "not started"
 INVALID = "invalid configuration"
+RESTARTING = "restarting"
 
 
 class Daemon:
@@ -209,6 +210,8 @@ class Daemon:
         changed = [org for org in new if org in old and new[org] != old[org]]
         added = [org for org in new if org not in old]
         retried = [org for org in new if org in old and org not in self.services]
+        for org in changed:  # between its stop and its start, pulls are told to come back
+            self.served.not_running[org] = RESTARTING
         await asyncio.gather(
             *(self._stop_school(org) for org in [*removed, *changed] if org in self.services)
         )

@@ -162,6 +162,10 @@ class PullApi:
         if missing:
             return _answer(30002, f"参数解析错误: missing {', '.join(missing)}")
         school = self._served.schools.get(params["orgId"])
+        if school is None and params["orgId"] in self._served.not_running:
+            # The directory holds this school but it is not running (restarting on a reload,
+            # not started, its file invalid): "try again", not "wrong orgId".
+            return _answer(10002, "服务器忙")
         if school is None:
             return _answer(30005, "参数值内容错误: orgId")
         if not PLAUSIBLE_TIMESTAMP.fullmatch(params["timestamp"]):
