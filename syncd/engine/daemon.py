@@ -29,7 +29,7 @@ from syncd.engine.service import SchoolService
 from syncd.exceptions import SyncdError
 from syncd.log import get_logger
 from syncd.schools import InvalidSchool, SchoolConfigs, load_schools
-from syncd.server.app import ServedSchools, start_schools_server
+from syncd.server.app import NotRunning, ServedSchools, start_schools_server
 
 __all__ = ["STARTUP_STAGGER_S", "Daemon", "run_daemon"]
 
@@ -37,9 +37,6 @@ log = get_logger(__name__)
 
 STARTUP_STAGGER_S = 0.25  # the schools of a directory take their first polls this far apart
 STARTING_AT_ONCE = 16  # schools whose databases are being opened at the same time
-NOT_STARTED = "not started"
-INVALID = "invalid configuration"
-RESTARTING = "restarting"
 
 
 class Daemon:
@@ -148,7 +145,7 @@ class Daemon:
             # worth its traceback. Either way the other schools go on.
             report = log.error if isinstance(err, SyncdError) else log.exception
             report("school not started", org_id=org_id, error=str(err))
-            self.served.not_running[org_id] = NOT_STARTED
+            self.served.not_running[org_id] = NotRunning.NOT_STARTED
             event = AlertEvent(AlertKind.SCHOOL_NOT_STARTED, org_id, None, str(err))
             self._alert(config.alerts, event)
             return
@@ -168,7 +165,7 @@ class Daemon:
         """Each invalid file once per distinct error: a log line, /healthz, and an alert on the
         file's own ``[alerts]`` channel when that section validates."""
         for bad in invalid:
-            self.served.not_running[bad.name] = INVALID
+            self.served.not_running[bad.name] = NotRunning.INVALID
             error = str(bad.error)
             if self._announced.get(bad.path) == error:
                 continue
@@ -210,13 +207,13 @@ class Daemon:
         changed = [org for org in new if org in old and new[org] != old[org]]
         added = [org for org in new if org not in old]
         retried = [org for org in new if org in old and org not in self.services]
+        for name in [*removed, *(bad.name for bad in self.schools.invalid)]:
+            self.served.not_running.pop(name, None)
         for org in changed:  # between its stop and its start, pulls are told to come back
-            self.served.not_running[org] = RESTARTING
+            self.served.not_running[org] = NotRunning.RESTARTING
         await asyncio.gather(
             *(self._stop_school(org) for org in [*removed, *changed] if org in self.services)
         )
-        for name in [*removed, *(bad.name for bad in self.schools.invalid)]:
-            self.served.not_running.pop(name, None)
         self.schools = fresh
         starting = dict.fromkeys([*changed, *added, *retried])
         await self._start_schools(new[org] for org in starting)

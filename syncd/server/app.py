@@ -45,6 +45,7 @@ __all__ = [
     "PULL_KEY",
     "SERVED_KEY",
     "Endpoint",
+    "NotRunning",
     "PullApi",
     "ReplayCache",
     "ServedSchool",
@@ -75,6 +76,16 @@ class Cached(StrEnum):
 
     USERS = "queryUsers"
     CLASS_STATUS = "queryClassStatus"
+
+
+class NotRunning(StrEnum):
+    """Why a school of the configuration is not served now, as ``/healthz`` shows it. Its
+    pulls are answered busy (10002), not as an unknown ``orgId``."""
+
+    INVALID = "invalid configuration"
+    NOT_STARTED = "not started"
+    RESTARTING = "restarting"
+    DATABASE_UNAVAILABLE = "database unavailable"
 
 
 def _answer(code: int, msg: str, data: Any = None, *, status: int = 200) -> web.Response:
@@ -120,11 +131,11 @@ class ServedSchool:
 @dataclass
 class ServedSchools:
     """Every school one listener serves, by ``orgId``; the daemon adds and removes schools on
-    reload. ``not_running`` names the schools of a directory that are not served (an invalid
-    file, a database that would not open) with a state word, never error text."""
+    reload. ``not_running`` names the schools of a directory that are not served, each with
+    its :class:`NotRunning` state (never error text)."""
 
     schools: dict[str, ServedSchool] = field(default_factory=dict)
-    not_running: dict[str, str] = field(default_factory=dict)
+    not_running: dict[str, NotRunning] = field(default_factory=dict)
     # A directory of schools: /healthz and /metrics report every school by orgId.
     per_school: bool = False
 
@@ -375,7 +386,7 @@ async def serve_command(schools: SchoolConfigs, args: Any, out: TextIO) -> int:
         loop.add_signal_handler(signum, stop.set)
     served = ServedSchools(per_school=schools.is_directory)
     for invalid in schools.invalid:
-        served.not_running[invalid.name] = "invalid configuration"
+        served.not_running[invalid.name] = NotRunning.INVALID
     async with contextlib.AsyncExitStack() as stack:
         for org_id, config in schools.schools.items():
             try:
@@ -384,7 +395,7 @@ async def serve_command(schools: SchoolConfigs, args: Any, out: TextIO) -> int:
                 if not schools.is_directory:
                     raise
                 log.error("school not served", org_id=org_id, error=str(err))
-                served.not_running[org_id] = "database unavailable"
+                served.not_running[org_id] = NotRunning.DATABASE_UNAVAILABLE
                 continue
             await stack.enter_async_context(store)
             served.schools[org_id] = ServedSchool(config, store)
